@@ -1,0 +1,5 @@
+import sys
+
+from oomhero.cli import main
+
+sys.exit(main())

@@ -1,0 +1,384 @@
+"""Command line: wires settings, scanners, the engine and the reports together."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+
+from rich.console import Console
+
+from oomhero import __version__, bloat, demo, doctor, log, runner, status
+from oomhero.cgroup import CgroupError
+from oomhero.config import (
+    METRICS,
+    SIGNAL_TARGETS,
+    ConfigError,
+    Setting,
+    WatchSettings,
+    build_watch_settings,
+    parse_choice,
+    parse_duration,
+    parse_size,
+)
+from oomhero.engine import Engine
+from oomhero.targets import CgroupScanner, PodScanner, resolve_cgroup
+
+# Setting → environment variable. The first five are OOMHero's, so its pod.yaml works unchanged.
+ENV_NAMES = {
+    "warning": "WARNING",
+    "critical": "CRITICAL",
+    "cooldown": "COOLDOWN",
+    "warning_signal": "WARNING_SIGNAL",
+    "critical_signal": "CRITICAL_SIGNAL",
+    "hysteresis": "OOMHERO_HYSTERESIS",
+    "interval": "OOMHERO_INTERVAL",
+    "metric": "OOMHERO_METRIC",
+    "signal_target": "OOMHERO_SIGNAL_TARGET",
+}
+LOG_FORMAT_ENV = "OOMHERO_LOG_FORMAT"
+KNOWN_ENV = set(ENV_NAMES.values()) | {LOG_FORMAT_ENV}
+
+DESCRIPTION = """\
+oomhero watches memory cgroups and signals their processes before the OOM killer does:
+SIGUSR1 when usage crosses the warning share of the limit, SIGUSR2 at the critical share.
+
+With no command it runs as a Kubernetes sidecar (pod with shareProcessNamespace: true),
+configured by the env vars WARNING, CRITICAL, COOLDOWN, WARNING_SIGNAL, CRITICAL_SIGNAL."""
+
+EPILOG = """\
+examples:
+  oomhero demo                                  see it work, on any Linux
+  oomhero                                       sidecar mode (env vars or flags)
+  WARNING=65 CRITICAL=90 COOLDOWN=10s oomhero   OOMHero's settings, unchanged
+  oomhero status                                memory cgroups of this machine
+  oomhero watch /sys/fs/cgroup/my.slice 1234    watch a cgroup and a PID's cgroup
+  oomhero run --memory 256M -- python app.py    run a command under a limit, watched
+  oomhero doctor                                what this kernel supports"""
+
+
+def _add_watch_flags(parser: argparse.ArgumentParser, defaults: WatchSettings, env: bool) -> None:
+    from_env = " (env {})" if env else ""
+    group = parser.add_argument_group(
+        "thresholds and signals" + (" (flags beat env vars)" if env else "")
+    )
+
+    def flag(key: str, *names: str, help: str, metavar: str | None = None) -> None:
+        text = help + (from_env.format(ENV_NAMES[key]) if env else "")
+        group.add_argument(*names, dest=key, metavar=metavar, help=text)
+
+    flag(
+        "warning",
+        "--warning",
+        metavar="PCT",
+        help=f"warning threshold, percent of the limit (default {defaults.warning:g})",
+    )
+    flag(
+        "critical",
+        "--critical",
+        metavar="PCT",
+        help=f"critical threshold, percent of the limit (default {defaults.critical:g})",
+    )
+    flag(
+        "cooldown",
+        "--cooldown",
+        metavar="DUR",
+        help="repeat the signal this often while usage stays above (500ms, 10s, 2m, or "
+        "whole seconds; 0: once per crossing; default 30s)",
+    )
+    flag(
+        "hysteresis",
+        "--hysteresis",
+        metavar="PTS",
+        help="re-arm a level only below its threshold minus this many points (default 5)",
+    )
+    flag(
+        "warning_signal",
+        "--warning-signal",
+        metavar="SIG",
+        help="signal at warning: a name (SIGUSR1, usr1) or number (default SIGUSR1)",
+    )
+    flag(
+        "critical_signal",
+        "--critical-signal",
+        metavar="SIG",
+        help="signal at critical (default SIGUSR2)",
+    )
+    flag(
+        "interval",
+        "--interval",
+        metavar="DUR",
+        help=f"sampling interval (default {defaults.interval:g}s, like OOMHero)",
+    )
+    flag(
+        "metric",
+        "--metric",
+        metavar="|".join(METRICS),
+        help="usage: memory.current; working-set: usage minus inactive_file, as kubelet "
+        "counts it (default usage)",
+    )
+    flag(
+        "signal_target",
+        "--signal-target",
+        metavar="|".join(SIGNAL_TARGETS),
+        help="all: every process of the container; main: its topmost process (default all)",
+    )
+    group.add_argument(
+        "--log-format",
+        metavar="text|json",
+        help="log line format (default text)" + (f" (env {LOG_FORMAT_ENV})" if env else ""),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="oomhero",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"oomhero {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    defaults = WatchSettings()
+
+    p = sub.add_parser(
+        "sidecar",
+        help="watch every other container of the pod (the default)",
+        description="Watch every process of this PID namespace except oomhero's own "
+        "container and the pause process, one target per memory cgroup, read through "
+        "/proc/<pid>/root/sys/fs/cgroup.",
+    )
+    _add_watch_flags(p, defaults, env=True)
+
+    p = sub.add_parser(
+        "watch",
+        help="watch chosen cgroups or PIDs (host view)",
+        description="Watch cgroups (a path, absolute or below the memory hierarchy's "
+        "mount) or the memory cgroup of PIDs, with the sidecar's engine.",
+    )
+    p.add_argument("targets", nargs="+", metavar="CGROUP|PID")
+    _add_watch_flags(p, defaults, env=True)
+
+    p = sub.add_parser(
+        "status",
+        help="table of memory cgroups: usage, limit, events, PSI",
+        description="Usage, limit, percent, working set, memory.events counters and "
+        "PSI avg10 of the given cgroups/PIDs, or of every process's cgroup.",
+    )
+    p.add_argument("targets", nargs="*", metavar="CGROUP|PID")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser(
+        "run",
+        help="run a command under a memory limit, watched",
+        description=runner.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--memory", required=True, metavar="SIZE", help="the limit: 256M, 1G, 512MiB")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+    _add_watch_flags(p, defaults, env=True)
+
+    p = sub.add_parser(
+        "doctor",
+        help="what this machine supports, and can oomhero read/signal targets",
+        description="Each line: ok or missing, and why. Targets default to what sidecar "
+        "mode would watch.",
+    )
+    p.add_argument("targets", nargs="*", metavar="CGROUP|PID")
+
+    demo_defaults = WatchSettings(warning=65, critical=90, interval=0.1)
+    p = sub.add_parser(
+        "demo",
+        help="see it work: the bloat app under a limit, end to end",
+        description=demo.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--memory", default="128M", metavar="SIZE", help="the app's limit (default 128M)"
+    )
+    p.add_argument(
+        "--rate", default="32M", metavar="SIZE", help="app growth per second (default 32M)"
+    )
+    p.add_argument("--timeout", default="60s", metavar="DUR", help="give up after (default 60s)")
+    _add_watch_flags(p, demo_defaults, env=False)
+    p.set_defaults(watch_defaults=demo_defaults)
+
+    p = sub.add_parser(
+        "bloat",
+        help="the example app: grows, frees on SIGUSR1, fails /healthz on SIGUSR2",
+        description=bloat.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bloat.build_parser(p)
+    return parser
+
+
+def gather_settings(args: argparse.Namespace, use_env: bool) -> WatchSettings:
+    """Flags first, then (if allowed) env vars; every present value is validated."""
+    raw: dict[str, Setting] = {}
+    for key, env_name in ENV_NAMES.items():
+        flag_value = getattr(args, key, None)
+        if flag_value is not None:
+            raw[key] = Setting("--" + key.replace("_", "-"), flag_value)
+        elif use_env and env_name in os.environ:
+            raw[key] = Setting(env_name, os.environ[env_name])
+    return build_watch_settings(raw, getattr(args, "watch_defaults", WatchSettings()))
+
+
+def gather_log_format(args: argparse.Namespace, use_env: bool) -> str:
+    if args.log_format is not None:
+        return parse_choice("--log-format", args.log_format, ("text", "json"))
+    if use_env and LOG_FORMAT_ENV in os.environ:
+        return parse_choice(LOG_FORMAT_ENV, os.environ[LOG_FORMAT_ENV], ("text", "json"))
+    return "text"
+
+
+def check_unknown_env() -> None:
+    unknown = sorted(k for k in os.environ if k.startswith("OOMHERO_") and k not in KNOWN_ENV)
+    if unknown:
+        raise ConfigError(
+            f"unknown setting {', '.join(unknown)} (known: {', '.join(sorted(KNOWN_ENV))})"
+        )
+
+
+def cmd_engine(args: argparse.Namespace, scanner_factory: Callable) -> int:
+    settings = gather_settings(args, use_env=True)
+    log.setup(gather_log_format(args, use_env=True))
+    scanner = scanner_factory()
+    log.event(
+        20,
+        "oomhero started",
+        mode=args.command,
+        warning=settings.warning,
+        critical=settings.critical,
+        cooldown=settings.cooldown,
+        interval=settings.interval,
+        metric=settings.metric,
+        signal_target=settings.signal_target,
+        warning_signal=settings.warning_signal.name,
+        critical_signal=settings.critical_signal.name,
+    )
+    engine = Engine(scanner, settings)
+    try:
+        engine.run()
+    finally:
+        engine.close()
+    log.event(20, "oomhero stopped")
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    gather_settings(args, use_env=True)  # bad settings are reported before bad targets
+    cgroups = []
+    for spec in args.targets:
+        try:
+            cgroups.append(resolve_cgroup(spec))
+        except CgroupError as exc:
+            raise ConfigError(f"cannot watch {spec!r}: {exc.strerror}") from None
+    return cmd_engine(args, lambda: CgroupScanner(cgroups))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not command:
+        raise ConfigError(
+            "run needs a command after --, e.g. oomhero run --memory 256M -- python app.py"
+        )
+    limit = parse_size("--memory", args.memory)
+    settings = gather_settings(args, use_env=True)
+    log.setup(gather_log_format(args, use_env=True))
+    try:
+        placement = runner.start(command, limit)
+    except FileNotFoundError:
+        print(f"oomhero: error: command not found: {command[0]}", file=sys.stderr)
+        return 127
+    if placement.enforced:
+        log.event(
+            20, "running under a cgroup v2 limit", pid=placement.process.pid, how=placement.why
+        )
+    else:
+        log.event(
+            30,
+            "SOFT LIMIT: watching the process tree's RSS, the kernel does not enforce it",
+            pid=placement.process.pid,
+            why=placement.why,
+        )
+    engine = Engine(placement.scanner, settings)
+    try:
+        engine.run(until=lambda: placement.process.poll() is not None)
+    finally:
+        engine.close()
+        if placement.process.poll() is None:  # oomhero was told to stop: pass it on
+            placement.process.terminate()
+        try:
+            code = placement.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            placement.process.kill()
+            code = placement.process.wait()
+        placement.cleanup()
+    return code if code >= 0 else 128 - code
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    rows = status.collect(args.targets)
+    if args.json:
+        print(status.to_json(rows))
+    else:
+        status.render(rows, Console())
+    return 1 if any(row.error for row in rows) and args.targets else 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    checks = doctor.machine_checks()
+    if args.targets:
+        cgroups = []
+        for spec in args.targets:
+            try:
+                cgroups.append(resolve_cgroup(spec))
+            except CgroupError as exc:
+                checks.append(doctor.Check(f"target {spec}", False, exc.strerror))
+        found = CgroupScanner(cgroups).scan()
+    else:
+        found = PodScanner().scan()
+    checks += doctor.target_checks(found)
+    if not found:
+        checks.append(doctor.Check("targets", False, "none found to watch"))
+    for check in checks:
+        print(check.line())
+    memory = next(c for c in checks if c.name == "memory controller")
+    return 0 if memory.ok else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    settings = gather_settings(args, use_env=False)
+    memory = parse_size("--memory", args.memory)
+    rate = parse_size("--rate", args.rate)
+    timeout = parse_duration("--timeout", args.timeout)
+    log.setup(gather_log_format(args, use_env=False))
+    return demo.run_demo(memory, rate, settings, timeout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
+        argv.insert(0, "sidecar")
+    args = build_parser().parse_args(argv)
+    handlers = {
+        "sidecar": lambda a: cmd_engine(a, PodScanner),
+        "watch": cmd_watch,
+        "run": cmd_run,
+        "status": cmd_status,
+        "doctor": cmd_doctor,
+        "demo": cmd_demo,
+        "bloat": bloat.run_from_args,
+    }
+    try:
+        check_unknown_env()
+        return handlers[args.command](args)
+    except ConfigError as exc:
+        print(f"oomhero: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

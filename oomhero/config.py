@@ -1,0 +1,174 @@
+"""Parsing and validation of user settings (env vars and flags).
+
+Every setting is parsed here with the name the user gave it (``WARNING`` or ``--warning``), so an
+error message can point at the exact setting; nothing is ever silently ignored or defaulted over.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from dataclasses import dataclass
+
+
+class ConfigError(ValueError):
+    """A setting the user gave is invalid; the message names the setting."""
+
+
+_DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h)?\s*$")
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+    "gib": 1024**3,
+    "t": 1024**4,
+    "tb": 1024**4,
+    "tib": 1024**4,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_percent(name: str, raw: str) -> float:
+    """A share of the memory limit, 0 < value ≤ 100 (a trailing % is allowed)."""
+    text = raw.strip().removesuffix("%")
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number (a percent of the limit)") from None
+    if not 0 < value <= 100:
+        raise ConfigError(f"{name}={raw!r} must be above 0 and at most 100 (percent of the limit)")
+    return value
+
+
+def parse_duration(name: str, raw: str) -> float:
+    """Seconds from ``500ms``, ``1s``, ``2m``, ``1h``, ``250us`` or a bare number of seconds.
+
+    Bare integers are OOMHero's legacy ``COOLDOWN`` format (seconds).
+    """
+    match = _DURATION_RE.match(raw)
+    if not match:
+        raise ConfigError(
+            f"{name}={raw!r} is not a duration (use e.g. 500ms, 1s, 2m, or whole seconds)"
+        )
+    number, unit = match.groups()
+    return float(number) * _DURATION_UNITS[unit or "s"]
+
+
+def parse_size(name: str, raw: str) -> int:
+    """Bytes from ``256M``, ``1G``, ``512MiB``, ``4096`` (binary units)."""
+    match = _SIZE_RE.match(raw)
+    unit = match.group(2).lower() if match else None
+    if not match or unit not in _SIZE_UNITS:
+        raise ConfigError(f"{name}={raw!r} is not a size (use e.g. 256M, 1G, 512MiB or bytes)")
+    value = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be more than 0 bytes")
+    return value
+
+
+def parse_signal(name: str, raw: str) -> signal.Signals:
+    """A signal by name (``SIGUSR1``, ``usr1``) or number (``10``)."""
+    text = raw.strip()
+    try:
+        if text.isdigit():
+            return signal.Signals(int(text))
+        upper = text.upper()
+        return signal.Signals[upper if upper.startswith("SIG") else "SIG" + upper]
+    except (KeyError, ValueError):
+        raise ConfigError(f"{name}={raw!r} is not a signal name or number on this system") from None
+
+
+def parse_choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    if raw not in choices:
+        raise ConfigError(f"{name}={raw!r} must be one of: {', '.join(choices)}")
+    return raw
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A raw setting value with the name it came under (env var or flag), for error messages."""
+
+    name: str
+    raw: str
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    """Everything the engine needs to know about thresholds, signals and sampling."""
+
+    warning: float = 75.0
+    critical: float = 90.0
+    hysteresis: float = 5.0
+    cooldown: float = 30.0
+    warning_signal: signal.Signals = signal.SIGUSR1
+    critical_signal: signal.Signals = signal.SIGUSR2
+    interval: float = 1.0
+    metric: str = "usage"
+    signal_target: str = "all"
+
+
+METRICS = ("usage", "working-set")
+SIGNAL_TARGETS = ("all", "main")
+
+
+def build_watch_settings(
+    settings: dict[str, Setting], defaults: WatchSettings | None = None
+) -> WatchSettings:
+    """Parse the raw settings that are present; absent ones keep their ``defaults``.
+
+    Keys: warning, critical, hysteresis, cooldown, warning_signal, critical_signal, interval,
+    metric, signal_target.
+    """
+    defaults = defaults or WatchSettings()
+    values: dict[str, object] = {}
+    parsers = {
+        "warning": parse_percent,
+        "critical": parse_percent,
+        "cooldown": parse_duration,
+        "interval": parse_duration,
+        "warning_signal": parse_signal,
+        "critical_signal": parse_signal,
+        "metric": lambda n, r: parse_choice(n, r, METRICS),
+        "signal_target": lambda n, r: parse_choice(n, r, SIGNAL_TARGETS),
+    }
+    for key, setting in settings.items():
+        if key == "hysteresis":
+            values[key] = _parse_hysteresis(setting)
+        else:
+            values[key] = parsers[key](setting.name, setting.raw)
+    result = WatchSettings(**{**defaults.__dict__, **values})
+
+    def label(key: str) -> str:
+        given = settings.get(key)
+        return f"{given.name}={given.raw!r}" if given else f"{key} (default {getattr(result, key)})"
+
+    if result.warning >= result.critical:
+        raise ConfigError(
+            f"{label('warning')} must be below {label('critical')}: warning comes before critical"
+        )
+    if result.hysteresis >= result.warning:
+        raise ConfigError(f"{label('hysteresis')} must be below {label('warning')}")
+    if result.interval <= 0:
+        raise ConfigError(f"{label('interval')} must be longer than 0")
+    return result
+
+
+def _parse_hysteresis(setting: Setting) -> float:
+    text = setting.raw.strip().removesuffix("%")
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(
+            f"{setting.name}={setting.raw!r} is not a number of percent points"
+        ) from None
+    if not 0 <= value < 100:
+        raise ConfigError(f"{setting.name}={setting.raw!r} must be from 0 to below 100 points")
+    return value
