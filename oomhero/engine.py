@@ -150,7 +150,7 @@ class Engine:
                     pid=process.pid,
                     comm=process.info.comm,
                     signal=sig.name,
-                    level=decision.signal.label,
+                    threshold=decision.signal.label,
                     reason=decision.reason,
                     **fields,
                 )

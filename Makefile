@@ -1,0 +1,52 @@
+# oomhero: `make demo` shows it working on this machine; `make test` runs every test
+# (host tests here, kernel tests inside a qemu guest on cgroup v2 and on cgroup v1).
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest -p no:cacheprovider -q -rs
+RESULTS := test-results
+
+.PHONY: demo test test-host test-guest test-guest-v2 test-guest-v1 lint format venv clean
+
+STAMP  := $(VENV)/.installed
+
+# Debian's python3 with system site-packages: the eBPF path needs Debian's python3-bpfcc.
+$(STAMP): pyproject.toml
+	/usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/oomhero demo
+
+# Every suite runs even when an earlier one fails; the summary line counts all of them and
+# fails when any failed or when a guest suite ran no test.
+test: $(STAMP)
+	rm -rf $(RESULTS); mkdir -p $(RESULTS)
+	-$(MAKE) --no-print-directory test-host
+	-$(MAKE) --no-print-directory test-guest-v2
+	-$(MAKE) --no-print-directory test-guest-v1
+	$(PY) tests/junit_summary.py $(RESULTS)/host.xml $(RESULTS)/guest-v2.xml $(RESULTS)/guest-v1.xml
+
+test-host: $(STAMP)
+	$(PYTEST) tests --junitxml=$(RESULTS)/host.xml
+
+test-guest: test-guest-v2 test-guest-v1
+
+test-guest-v2: $(STAMP)
+	guest/run -- $(PYTEST) tests/guest --junitxml=$(RESULTS)/guest-v2.xml
+
+test-guest-v1: $(STAMP)
+	guest/run --v1 -- $(PYTEST) tests/guest --junitxml=$(RESULTS)/guest-v1.xml
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check oomhero tests
+	$(VENV)/bin/ruff check oomhero tests
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format oomhero tests
+	$(VENV)/bin/ruff check --fix oomhero tests
+
+clean:
+	rm -rf $(VENV) $(RESULTS) .cache
