@@ -2,7 +2,7 @@
 # (host tests here, kernel tests inside a qemu guest on cgroup v2 and on cgroup v1).
 VENV   := .venv
 PY     := $(VENV)/bin/python
-PYTEST := $(PY) -m pytest -p no:cacheprovider -q -rs
+PYTEST := $(PY) -m pytest -p no:cacheprovider --color=no -q -rs
 RESULTS := test-results
 
 .PHONY: demo test test-host test-guest test-guest-v2 test-guest-v1 lint format venv clean

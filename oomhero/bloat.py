@@ -20,21 +20,34 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from oomhero.cgroup import CgroupError, host_view_path, membership_of, own_mounts
 from oomhero.config import ConfigError, parse_size
 
 CHUNK = 1024 * 1024
 PAGE = os.sysconf("SC_PAGE_SIZE")
-OWN_USAGE_FILES = ("/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory/memory.usage_in_bytes")
 
 
-def own_cgroup_usage() -> int | None:
-    for path in OWN_USAGE_FILES:
-        try:
-            with open(path) as f:
-                return int(f.read())
-        except (OSError, ValueError):
-            continue
-    return None
+def own_usage_file() -> str | None:
+    """This process's memory cgroup usage file, found as oomhero finds any process's cgroup."""
+    membership = membership_of(os.getpid())
+    if membership is None:
+        return None
+    try:
+        path = host_view_path(membership, own_mounts())
+    except CgroupError:
+        return None
+    name = "memory.current" if membership.version == 2 else "memory.usage_in_bytes"
+    return os.path.join(path, name)
+
+
+def read_usage(path: str | None) -> int | None:
+    if path is None:
+        return None
+    try:
+        with open(path) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None  # e.g. the root cgroup, which has no memory.current
 
 
 class Bloat:
@@ -44,6 +57,7 @@ class Bloat:
         self.stop_at = stop_at
         self.events = events
         self.held: list[mmap.mmap] = []
+        self.usage_file = own_usage_file()
         self.healthy = True
         self.running = True
 
@@ -58,7 +72,7 @@ class Bloat:
                 "t": time.clock_gettime(time.CLOCK_MONOTONIC),
                 "pid": os.getpid(),
                 "held": self.held_bytes,
-                "cgroup_usage": own_cgroup_usage(),
+                "cgroup_usage": read_usage(self.usage_file),
                 **fields,
             }
         )
@@ -69,7 +83,7 @@ class Bloat:
 
     def on_warning(self, signum: int, _frame: object) -> None:
         before = self.held_bytes
-        usage = own_cgroup_usage()
+        usage = read_usage(self.usage_file)
         keep = max(len(self.held) - self.cache // CHUNK, 0)
         self.cache -= (len(self.held) - keep) * CHUNK
         for chunk in self.held[keep:]:

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
 
 # v1 reports "no limit" as PAGE_COUNTER_MAX pages (0x7FFFFFFFFFFFF000 on x86-64); anything this
 # large cannot be a real limit.
@@ -124,8 +127,8 @@ def parse_mountinfo(text: str) -> list[Mount]:
 
 
 def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as octal.
-    return field.encode().decode("unicode_escape") if "\\" in field else field
+    # mountinfo escapes space, tab, newline and backslash as octal (\040); the rest is UTF-8.
+    return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
 
 
 def memory_mount(mounts: list[Mount], version: int) -> Mount | None:

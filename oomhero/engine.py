@@ -120,7 +120,8 @@ class Engine:
             return None
         target.said.discard("unlimited")
         value = sample.value(self.settings.metric)
-        percent = value * 100.0 / sample.limit
+        # memory.max = 0 is legal on v2: nothing fits, so it is as critical as it gets.
+        percent = value * 100.0 / sample.limit if sample.limit > 0 else 100.0
         decision = evaluate(self.thresholds, target.state, percent, now)
         fields = _sample_fields(target, sample, value, percent, source)
         if decision.changed:
