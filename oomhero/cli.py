@@ -326,7 +326,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(status.to_json(rows))
     else:
-        status.render(rows, Console())
+        # Piped output has no terminal width to wrap to: keep paths on one line.
+        status.render(rows, Console(width=None if sys.stdout.isatty() else 200))
     return 1 if any(row.error for row in rows) and args.targets else 0
 
 
