@@ -132,7 +132,9 @@ def _unescape(field: str) -> str:
 
 
 def memory_mount(mounts: list[Mount], version: int) -> Mount | None:
-    for mount in mounts:
+    # The last match: a later mount over the same place hides the earlier one (a container
+    # that mounts its own cgroup view over the one it inherited still lists both).
+    for mount in reversed(mounts):
         if version == 2 and mount.fstype == "cgroup2":
             return mount
         if version == 1 and mount.fstype == "cgroup" and "memory" in mount.super_options:
@@ -160,6 +162,9 @@ class CgroupDir:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def fileno(self) -> int:
+        return self._fd
 
     def read(self, name: str) -> str:
         try:

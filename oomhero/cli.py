@@ -35,11 +35,18 @@ ENV_NAMES = {
     "critical_signal": "CRITICAL_SIGNAL",
     "hysteresis": "OOMHERO_HYSTERESIS",
     "interval": "OOMHERO_INTERVAL",
+    "poll_floor": "OOMHERO_POLL_FLOOR",
+    "poll_ceiling": "OOMHERO_POLL_CEILING",
+    "sources": "OOMHERO_SOURCES",
+    "psi": "OOMHERO_PSI",
+    "warning_psi": "OOMHERO_WARNING_PSI",
+    "critical_psi": "OOMHERO_CRITICAL_PSI",
     "metric": "OOMHERO_METRIC",
     "signal_target": "OOMHERO_SIGNAL_TARGET",
 }
 LOG_FORMAT_ENV = "OOMHERO_LOG_FORMAT"
-KNOWN_ENV = set(ENV_NAMES.values()) | {LOG_FORMAT_ENV}
+LOG_LEVEL_ENV = "OOMHERO_LOG_LEVEL"
+KNOWN_ENV = set(ENV_NAMES.values()) | {LOG_FORMAT_ENV, LOG_LEVEL_ENV}
 
 DESCRIPTION = """\
 oomhero watches memory cgroups and signals their processes before the OOM killer does:
@@ -106,11 +113,54 @@ def _add_watch_flags(parser: argparse.ArgumentParser, defaults: WatchSettings, e
         metavar="SIG",
         help="signal at critical (default SIGUSR2)",
     )
-    flag(
+    wake = parser.add_argument_group("wake-ups" + (" (flags beat env vars)" if env else ""))
+
+    def wake_flag(key: str, *names: str, help: str, metavar: str | None = None) -> None:
+        text = help + (from_env.format(ENV_NAMES[key]) if env else "")
+        wake.add_argument(*names, dest=key, metavar=metavar, help=text)
+
+    wake_flag(
         "interval",
         "--interval",
         metavar="DUR",
-        help=f"sampling interval (default {defaults.interval:g}s, like OOMHero)",
+        help="fixed polling every DUR, as OOMHero does (1s); default: adaptive polling",
+    )
+    wake_flag(
+        "poll_floor",
+        "--poll-floor",
+        metavar="DUR",
+        help="adaptive polling: never sample more often than this (default 10ms)",
+    )
+    wake_flag(
+        "poll_ceiling",
+        "--poll-ceiling",
+        metavar="DUR",
+        help="adaptive polling: sample at least this often (default 1s)",
+    )
+    wake_flag(
+        "sources",
+        "--sources",
+        metavar="LIST",
+        help="kernel event sources: all (default), none, or a list of inotify "
+        "(v2 memory.events), psi (memory.pressure trigger), eventfd (v1 thresholds)",
+    )
+    wake_flag(
+        "psi",
+        "--psi",
+        metavar="TRIGGER",
+        help="the PSI trigger, some|full:STALL/WINDOW (default some:150ms/1s), or off",
+    )
+    wake_flag(
+        "warning_psi",
+        "--warning-psi",
+        metavar="COND",
+        help="memory pressure that counts as warning too, e.g. some_avg10>20",
+    )
+    wake_flag(
+        "critical_psi",
+        "--critical-psi",
+        metavar="COND",
+        help="memory pressure that counts as critical too, e.g. some_avg10>40",
     )
     flag(
         "metric",
@@ -129,6 +179,12 @@ def _add_watch_flags(parser: argparse.ArgumentParser, defaults: WatchSettings, e
         "--log-format",
         metavar="text|json",
         help="log line format (default text)" + (f" (env {LOG_FORMAT_ENV})" if env else ""),
+    )
+    group.add_argument(
+        "--log-level",
+        metavar="info|debug",
+        help="debug adds a line per sample, with what woke it and when the next is due "
+        "(default info)" + (f" (env {LOG_LEVEL_ENV})" if env else ""),
     )
 
 
@@ -188,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("targets", nargs="*", metavar="CGROUP|PID")
 
-    demo_defaults = WatchSettings(warning=65, critical=90, interval=0.1)
+    demo_defaults = WatchSettings(warning=65, critical=90)
     p = sub.add_parser(
         "demo",
         help="see it work: the bloat app under a limit, end to end",
@@ -227,12 +283,20 @@ def gather_settings(args: argparse.Namespace, use_env: bool) -> WatchSettings:
     return build_watch_settings(raw, getattr(args, "watch_defaults", WatchSettings()))
 
 
-def gather_log_format(args: argparse.Namespace, use_env: bool) -> str:
-    if args.log_format is not None:
-        return parse_choice("--log-format", args.log_format, ("text", "json"))
-    if use_env and LOG_FORMAT_ENV in os.environ:
-        return parse_choice(LOG_FORMAT_ENV, os.environ[LOG_FORMAT_ENV], ("text", "json"))
-    return "text"
+def setup_logging(args: argparse.Namespace, use_env: bool) -> None:
+    """--log-format / --log-level, else their env vars (where allowed), else text / info."""
+    chosen = {}
+    for flag, env_name, choices in (
+        ("log_format", LOG_FORMAT_ENV, ("text", "json")),
+        ("log_level", LOG_LEVEL_ENV, ("info", "debug")),
+    ):
+        if getattr(args, flag) is not None:
+            chosen[flag] = parse_choice("--" + flag.replace("_", "-"), getattr(args, flag), choices)
+        elif use_env and env_name in os.environ:
+            chosen[flag] = parse_choice(env_name, os.environ[env_name], choices)
+        else:
+            chosen[flag] = choices[0]
+    log.setup(chosen["log_format"], debug=chosen["log_level"] == "debug")
 
 
 def check_unknown_env() -> None:
@@ -245,7 +309,7 @@ def check_unknown_env() -> None:
 
 def cmd_engine(args: argparse.Namespace, scanner_factory: Callable) -> int:
     settings = gather_settings(args, use_env=True)
-    log.setup(gather_log_format(args, use_env=True))
+    setup_logging(args, use_env=True)
     scanner = scanner_factory()
     log.event(
         20,
@@ -254,7 +318,10 @@ def cmd_engine(args: argparse.Namespace, scanner_factory: Callable) -> int:
         warning=settings.warning,
         critical=settings.critical,
         cooldown=settings.cooldown,
+        polling="fixed" if settings.interval else "adaptive",
         interval=settings.interval,
+        sources=",".join(settings.sources) or "none",
+        psi=settings.psi.text() if settings.psi else "off",
         metric=settings.metric,
         signal_target=settings.signal_target,
         warning_signal=settings.warning_signal.name,
@@ -265,7 +332,7 @@ def cmd_engine(args: argparse.Namespace, scanner_factory: Callable) -> int:
         engine.run()
     finally:
         engine.close()
-    log.event(20, "oomhero stopped")
+    log.event(20, "oomhero stopped", samples_by_wakeup=dict(engine.wakeups))
     return 0
 
 
@@ -288,7 +355,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     limit = parse_size("--memory", args.memory)
     settings = gather_settings(args, use_env=True)
-    log.setup(gather_log_format(args, use_env=True))
+    setup_logging(args, use_env=True)
     try:
         placement = runner.start(command, limit)
     except FileNotFoundError:
@@ -343,7 +410,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         found = CgroupScanner(cgroups).scan()
     else:
         found = PodScanner().scan()
-    checks += doctor.target_checks(found)
+    checks += doctor.target_checks(found, gather_settings(args, use_env=True))
     if not found:
         checks.append(doctor.Check("targets", False, "none found to watch"))
     for check in checks:
@@ -357,7 +424,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     memory = parse_size("--memory", args.memory)
     rate = parse_size("--rate", args.rate)
     timeout = parse_duration("--timeout", args.timeout)
-    log.setup(gather_log_format(args, use_env=False))
+    setup_logging(args, use_env=False)
     return demo.run_demo(memory, rate, settings, timeout)
 
 

@@ -92,6 +92,89 @@ def parse_choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
     return raw
 
 
+SOURCE_NAMES = ("inotify", "psi", "eventfd")
+_PSI_TRIGGER_RE = re.compile(r"^(some|full):(\d+(?:\.\d+)?)(us|ms|s)/(\d+(?:\.\d+)?)(us|ms|s)$")
+_PSI_CONDITION_RE = re.compile(r"^(some|full)_(avg10|avg60|avg300)\s*>\s*(\d+(?:\.\d+)?)$")
+_MICROSECONDS = {"us": 1, "ms": 1000, "s": 1_000_000}
+
+
+@dataclass(frozen=True)
+class PsiTriggerSpec:
+    """A PSI trigger: wake when tasks stalled ``stall_us`` within any ``window_us``."""
+
+    kind: str  # some | full
+    stall_us: int
+    window_us: int
+
+    def text(self, window_us: int | None = None) -> str:
+        return f"{self.kind} {self.stall_us} {window_us or self.window_us}"
+
+
+@dataclass(frozen=True)
+class PsiCondition:
+    """A pressure level that counts as a threshold crossing, e.g. ``some_avg10>40``."""
+
+    kind: str
+    window: str
+    above: float
+
+    def holds(self, pressure: dict[str, dict[str, float]] | None) -> bool:
+        return bool(pressure) and pressure.get(self.kind, {}).get(self.window, 0.0) > self.above
+
+    def __str__(self) -> str:
+        return f"{self.kind}_{self.window}>{self.above:g}"
+
+
+def parse_psi_trigger(name: str, raw: str) -> PsiTriggerSpec | None:
+    """``some:150ms/1s`` → a trigger; ``off`` → None."""
+    text = raw.strip()
+    if text.lower() == "off":
+        return None
+    match = _PSI_TRIGGER_RE.match(text)
+    if not match:
+        raise ConfigError(f"{name}={raw!r} is not a PSI trigger (use e.g. some:150ms/1s, or off)")
+    kind, stall, stall_unit, window, window_unit = match.groups()
+    stall_us = int(float(stall) * _MICROSECONDS[stall_unit])
+    window_us = int(float(window) * _MICROSECONDS[window_unit])
+    if not 500_000 <= window_us <= 10_000_000:
+        raise ConfigError(f"{name}={raw!r}: the kernel takes PSI windows from 500ms to 10s")
+    if not 0 < stall_us <= window_us:
+        raise ConfigError(f"{name}={raw!r}: the stall must be above 0 and within the window")
+    return PsiTriggerSpec(kind, stall_us, window_us)
+
+
+def parse_psi_condition(name: str, raw: str) -> PsiCondition | None:
+    """``some_avg10>40`` → a condition; ``off`` → None."""
+    text = raw.strip()
+    if text.lower() == "off":
+        return None
+    match = _PSI_CONDITION_RE.match(text)
+    if not match:
+        raise ConfigError(
+            f"{name}={raw!r} is not a PSI condition (use e.g. some_avg10>40 or full_avg60>10)"
+        )
+    kind, window, above = match.groups()
+    if not 0 <= float(above) < 100:
+        raise ConfigError(f"{name}={raw!r}: PSI averages are percentages, from 0 to below 100")
+    return PsiCondition(kind, window, float(above))
+
+
+def parse_sources(name: str, raw: str) -> tuple[str, ...]:
+    """``all``, ``none``, or a comma list of inotify, psi, eventfd."""
+    text = raw.strip().lower()
+    if text == "all":
+        return SOURCE_NAMES
+    if text == "none":
+        return ()
+    chosen = tuple(part.strip() for part in text.split(","))
+    unknown = [part for part in chosen if part not in SOURCE_NAMES]
+    if unknown or not chosen:
+        raise ConfigError(
+            f"{name}={raw!r}: sources are all, none, or a list of {', '.join(SOURCE_NAMES)}"
+        )
+    return tuple(dict.fromkeys(chosen))
+
+
 @dataclass(frozen=True)
 class Setting:
     """A raw setting value with the name it came under (env var or flag), for error messages."""
@@ -110,9 +193,19 @@ class WatchSettings:
     cooldown: float = 30.0
     warning_signal: signal.Signals = signal.SIGUSR1
     critical_signal: signal.Signals = signal.SIGUSR2
-    interval: float = 1.0
+    interval: float | None = None  # fixed polling; None: adaptive between floor and ceiling
+    poll_floor: float = 0.01
+    poll_ceiling: float = 1.0
+    sources: tuple[str, ...] = SOURCE_NAMES
+    psi: PsiTriggerSpec | None = PsiTriggerSpec("some", 150_000, 1_000_000)
+    warning_psi: PsiCondition | None = None
+    critical_psi: PsiCondition | None = None
     metric: str = "usage"
     signal_target: str = "all"
+
+    @property
+    def polling(self) -> str:
+        return "adaptive" if self.interval is None else "fixed"
 
 
 METRICS = ("usage", "working-set")
@@ -124,8 +217,7 @@ def build_watch_settings(
 ) -> WatchSettings:
     """Parse the raw settings that are present; absent ones keep their ``defaults``.
 
-    Keys: warning, critical, hysteresis, cooldown, warning_signal, critical_signal, interval,
-    metric, signal_target.
+    Keys: the fields of WatchSettings.
     """
     defaults = defaults or WatchSettings()
     values: dict[str, object] = {}
@@ -134,6 +226,12 @@ def build_watch_settings(
         "critical": parse_percent,
         "cooldown": parse_duration,
         "interval": parse_duration,
+        "poll_floor": parse_duration,
+        "poll_ceiling": parse_duration,
+        "sources": parse_sources,
+        "psi": parse_psi_trigger,
+        "warning_psi": parse_psi_condition,
+        "critical_psi": parse_psi_condition,
         "warning_signal": parse_signal,
         "critical_signal": parse_signal,
         "metric": lambda n, r: parse_choice(n, r, METRICS),
@@ -156,8 +254,20 @@ def build_watch_settings(
         )
     if result.hysteresis >= result.warning:
         raise ConfigError(f"{label('hysteresis')} must be below {label('warning')}")
-    if result.interval <= 0:
+    if result.interval is not None and result.interval <= 0:
         raise ConfigError(f"{label('interval')} must be longer than 0")
+    adaptive_only = [k for k in ("poll_floor", "poll_ceiling") if k in settings]
+    if "interval" in settings and adaptive_only:
+        raise ConfigError(
+            f"{label('interval')} asks for fixed polling, and {label(adaptive_only[0])} applies "
+            "only to adaptive polling: give one or the other"
+        )
+    if "psi" in settings and result.psi is not None and "psi" not in result.sources:
+        raise ConfigError(f"{label('psi')} has no effect with {label('sources')}: add psi to it")
+    if result.poll_floor <= 0:
+        raise ConfigError(f"{label('poll_floor')} must be longer than 0")
+    if result.poll_floor > result.poll_ceiling:
+        raise ConfigError(f"{label('poll_floor')} must not be above {label('poll_ceiling')}")
     return result
 
 

@@ -70,7 +70,7 @@ def run_demo(memory: int, rate: int, settings: WatchSettings, timeout: float) ->
             f"{settings.critical_signal.name} at {settings.critical:g}%",
             flush=True,
         )
-        engine = Engine(placement.scanner, settings, rescan_interval=settings.interval)
+        engine = Engine(placement.scanner, settings, rescan_interval=0.5)
         deadline = time.monotonic() + timeout
         unhealthy = False
 

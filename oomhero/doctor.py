@@ -15,7 +15,9 @@ from oomhero.cgroup import (
     own_mounts,
     read_text,
 )
+from oomhero.config import WatchSettings
 from oomhero.processes import ProcessSet
+from oomhero.sources import probe
 from oomhero.targets import Found
 
 # The memcg charge functions a kprobe could sit on, newest kernels first.
@@ -190,16 +192,18 @@ def _kallsyms_names(wanted: tuple[str, ...]) -> list[str]:
     return [name for name in wanted if name in present]
 
 
-def target_checks(found: dict[str, Found]) -> list[Check]:
+def target_checks(found: dict[str, Found], settings: WatchSettings) -> list[Check]:
     checks = []
     for item in found.values():
         try:
             reader = item.open_reader()
             sample = reader.sample()
             where = f"{reader.path} ({reader.view} view)" if isinstance(reader, CgroupDir) else ""
-            reader.close()
             limit = "no limit" if sample.limit is None else f"limit {sample.limit // 2**20} MiB"
             checks.append(Check(f"read {item.name}", True, f"{where}, {limit}"))
+            if isinstance(reader, CgroupDir):
+                checks.append(source_check(item.name, reader, settings))
+            reader.close()
         except (CgroupError, ValueError) as exc:
             checks.append(Check(f"read {item.name}", False, str(exc)))
         processes = ProcessSet()
@@ -223,3 +227,11 @@ def target_checks(found: dict[str, Found]) -> list[Check]:
             )
         )
     return checks
+
+
+def source_check(name: str, cgroup: CgroupDir, settings: WatchSettings) -> Check:
+    """Which kernel wake-up sources this target would get, and why the others not."""
+    active, missing = probe(cgroup, settings.sources, settings.psi)
+    detail = ", ".join(active) or "none: polling only"
+    detail += "".join(f"; {source}: {why}" for source, why in missing.items())
+    return Check(f"sources {name}", bool(active), detail)

@@ -1,40 +1,32 @@
-"""The event loop: wake up, sample each target, let the policy decide, signal.
+"""The event loop: wake up, sample targets, let the policy decide, signal.
 
-One thread, one selector. Wake-ups come from the sampling interval (the selector's timeout) and
-from registered ``WakeSource`` file descriptors — the plug-in point for kernel event sources
-(inotify, PSI, eventfd, eBPF). A wake-up of any kind re-samples, so every source only needs to say
-"now"; the policy then decides from the actual usage.
+One thread, one epoll. Wake-ups come from each target's sampling schedule (epoll's timeout:
+fixed ``--interval``, or adaptive polling that follows the headroom to the next threshold) and
+from kernel sources (``oomhero.sources``: inotify, PSI, v1 eventfd) registered as file
+descriptors. A wake-up of any kind re-samples the target it concerns, so a source only says
+"now"; the policy decides from the actual usage, and the log says which source woke the loop.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import selectors
+import select
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable
-from typing import Protocol
 
 from oomhero import log
-from oomhero.cgroup import CgroupError, MemorySample
+from oomhero.cgroup import CgroupDir, CgroupError, MemorySample
 from oomhero.config import WatchSettings
-from oomhero.policy import Decision, Level, Thresholds, evaluate
+from oomhero.policy import Decision, Level, Thresholds, evaluate, pressure_level
+from oomhero.schedule import next_delay
 from oomhero.signaller import SendResult, denied_hint, send
+from oomhero.sources import WakeSources, threshold_bytes
 from oomhero.targets import Scanner, Target
 
 MIB = 1024 * 1024
-
-
-class WakeSource(Protocol):
-    """A file descriptor that becomes readable when there is news; ``consume`` drains it and
-    returns True when the targets should be sampled now."""
-
-    name: str
-
-    def fileno(self) -> int: ...
-
-    def consume(self) -> bool: ...
 
 
 class Engine:
@@ -54,15 +46,26 @@ class Engine:
         self.clock = clock
         self.targets: dict[str, Target] = {}
         self.unopened: dict[str, str] = {}  # key → why its reader could not be opened (said once)
-        self.selector = selectors.DefaultSelector()
+        self.epoll = select.epoll()
+        self.handlers: dict[int, object] = {}
+        self.sources = WakeSources(settings.sources, settings.psi, self._register, self._unregister)
+        self.said: set[str] = set()  # engine-wide notes already logged
+        self.wakeups: Counter[str] = Counter()  # samples taken, by what woke the loop
+        self.rescan_due = False
         self.stopping = False
         self.scanned_once = False
 
-    def add_source(self, source: WakeSource) -> None:
-        self.selector.register(source.fileno(), selectors.EVENT_READ, source)
+    def _register(self, source) -> None:
+        self.epoll.register(source.fileno(), source.mask)
+        self.handlers[source.fileno()] = source
 
-    def remove_source(self, source: WakeSource) -> None:
-        self.selector.unregister(source.fileno())
+    def _unregister(self, source) -> None:
+        self.epoll.unregister(source.fileno())
+        del self.handlers[source.fileno()]
+
+    @property
+    def poll_name(self) -> str:
+        return "poll" if self.settings.interval is not None else "adaptive"
 
     # -- scanning ---------------------------------------------------------------------------
     def rescan(self) -> None:
@@ -71,6 +74,7 @@ class Engine:
             if key not in found:
                 target = self.targets.pop(key)
                 log.event(logging.INFO, "target gone", target=target.name)
+                self.sources.detach(key)
                 target.close()
         for key, item in found.items():
             target = self.targets.get(key)
@@ -92,8 +96,30 @@ class Engine:
         self.unopened.pop(key, None)
         target = Target(key, name, reader)
         self.targets[key] = target
-        log.event(logging.INFO, "watching target", target=name, cgroup=_where(reader))
+        missing = {}
+        if isinstance(reader, CgroupDir):
+            missing = self.sources.attach(key, reader)
+            target.events_seen = self._read_events(target)
+        target.missing_sources = missing
+        log.event(
+            logging.INFO,
+            "watching target",
+            target=name,
+            cgroup=_where(reader),
+            sources=",".join(self.sources.active(key)) or "none",
+            polling=self._polling_text(),
+        )
+        for source, why in missing.items():
+            self._say_once_globally(
+                f"{source}:{why}", "source unavailable", source=source, why=why, target=name
+            )
         return target
+
+    def _polling_text(self) -> str:
+        s = self.settings
+        if s.interval is not None:
+            return f"fixed {s.interval:g}s"
+        return f"adaptive {s.poll_floor:g}s..{s.poll_ceiling:g}s"
 
     # -- sampling and acting ----------------------------------------------------------------
     def sample_all(self, source: str) -> None:
@@ -102,13 +128,18 @@ class Engine:
             self.sample_target(target, now, source)
 
     def sample_target(self, target: Target, now: float, source: str) -> Decision | None:
+        self.wakeups[source] += 1
         try:
             sample = target.reader.sample()
         except (CgroupError, ValueError) as exc:
             self._say_once(target, "unreadable", logging.WARNING, "cannot sample", why=str(exc))
+            target.next_sample_at = now + self._slowest_interval()
             return None
         target.said.discard("unreadable")
         target.last_sample = sample
+        value = sample.value(self.settings.metric)
+        target.growth.update(value, now)
+        self._follow_limit(target, sample)
         if sample.limit is None:
             self._say_once(
                 target,
@@ -117,21 +148,106 @@ class Engine:
                 "no memory limit: never signalled",
                 app=target.main_comm,
             )
+            target.next_sample_at = now + self._slowest_interval()
             return None
         target.said.discard("unlimited")
-        value = sample.value(self.settings.metric)
         # memory.max = 0 is legal on v2: nothing fits, so it is as critical as it gets.
         percent = value * 100.0 / sample.limit if sample.limit > 0 else 100.0
-        decision = evaluate(self.thresholds, target.state, percent, now)
+        decision = evaluate(self.thresholds, target.state, percent, now, self._pressure(target))
+        delay = self._delay(target, value, sample.limit)
+        target.next_sample_at = now + delay
         fields = _sample_fields(target, sample, value, percent, source)
+        if log.debugging():
+            log.event(
+                logging.DEBUG,
+                "sampled",
+                **fields,
+                next_in=round(delay, 4),
+                rate_mib_s=round(target.growth.rate / MIB, 1),
+            )
         if decision.changed:
             verb = "rose to" if decision.level > decision.previous else "fell to"
-            note = " (skipped warning)" if decision.reason == "jumped" else ""
+            note = {"jumped": " (skipped warning)", "pressure": " (memory pressure)"}
             level = logging.WARNING if decision.level > decision.previous else logging.INFO
-            log.event(level, f"{verb} {decision.level.label}{note}", **fields)
+            log.event(
+                level, f"{verb} {decision.level.label}{note.get(decision.reason, '')}", **fields
+            )
         if decision.signal is not None:
             self._signal(target, decision, fields)
         return decision
+
+    def _slowest_interval(self) -> float:
+        return self.settings.interval or self.settings.poll_ceiling
+
+    def _delay(self, target: Target, value: int, limit: int) -> float:
+        """Fixed interval, or adaptive: sooner the faster usage nears the next threshold."""
+        s = self.settings
+        if s.interval is not None:
+            return s.interval
+        above = {Level.OK: s.warning, Level.WARNING: s.critical}.get(target.state.level)
+        next_threshold = None if above is None else int(limit * above / 100)
+        return next_delay(value, next_threshold, target.growth.rate, s.poll_floor, s.poll_ceiling)
+
+    def _pressure(self, target: Target) -> Level:
+        s = self.settings
+        if s.warning_psi is None and s.critical_psi is None:
+            return Level.OK
+        pressure = target.reader.pressure() if isinstance(target.reader, CgroupDir) else None
+        if pressure is None:
+            self._say_once(
+                target,
+                "no-psi",
+                logging.WARNING,
+                "no memory.pressure: PSI conditions cannot apply to this target",
+            )
+        return pressure_level(s.warning_psi, s.critical_psi, pressure)
+
+    def _follow_limit(self, target: Target, sample: MemorySample) -> None:
+        """v1 thresholds sit at byte values: re-register them when the limit changes."""
+        if not isinstance(target.reader, CgroupDir):
+            return
+        s = self.settings
+        wanted = (
+            threshold_bytes(s.warning, s.critical, s.hysteresis, sample.limit)
+            if sample.limit
+            else []
+        )
+        why = self.sources.follow_limit(target.key, target.reader, wanted)
+        if why:
+            self._say_once_globally(
+                f"eventfd:{why}",
+                "source unavailable",
+                source="eventfd",
+                why=why,
+                target=target.name,
+            )
+
+    def _read_events(self, target: Target) -> dict[str, int]:
+        try:
+            return target.reader.events()
+        except (CgroupError, ValueError):
+            return {}
+
+    def _on_events_modified(self, target: Target) -> None:
+        """memory.events / cgroup.events changed: say what the kernel did, rescan if emptied."""
+        events = self._read_events(target)
+        killed = events.get("oom_kill", 0) - target.events_seen.get("oom_kill", 0)
+        if killed > 0:
+            log.event(
+                logging.ERROR,
+                "oom kill",
+                target=target.name,
+                victims=killed,
+                total=events.get("oom_kill"),
+                app=target.main_comm,
+            )
+        target.events_seen = events
+        try:
+            populated = "populated 0" in target.reader.read("cgroup.events")
+        except CgroupError:
+            populated = False
+        if populated:
+            self.rescan_due = True  # the container emptied: let the scan retire it now
 
     def _signal(self, target: Target, decision: Decision, fields: dict) -> None:
         sig = (
@@ -173,45 +289,62 @@ class Engine:
             target.said.add(what)
             log.event(level, msg, target=target.name, **fields)
 
+    def _say_once_globally(self, what: str, msg: str, **fields: object) -> None:
+        if what not in self.said:
+            self.said.add(what)
+            log.event(logging.INFO, msg, **fields)
+
     # -- the loop ---------------------------------------------------------------------------
     def run(self, until: Callable[[], bool] = lambda: False) -> None:
         """Loop until SIGTERM/SIGINT or ``until()`` is true."""
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.selector.register(wake_r, selectors.EVENT_READ, None)
+        self.epoll.register(wake_r, select.EPOLLIN)
         previous_fd = signal.set_wakeup_fd(wake_w)
         handlers = {s: signal.signal(s, self._stop) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
-            next_scan = next_sample = self.clock()
+            next_scan = self.clock()
             while not self.stopping and not until():
                 now = self.clock()
-                if now >= next_scan:
+                if now >= next_scan or self.rescan_due:
+                    self.rescan_due = False
                     self.rescan()
                     next_scan = now + self.rescan_interval
-                if now >= next_sample:
-                    self.sample_all("poll")
-                    next_sample = now + self.settings.interval
-                timeout = max(0.0, min(next_scan, next_sample) - self.clock())
-                for key, _ in self.selector.select(timeout):
-                    if key.data is None:
+                for target in list(self.targets.values()):
+                    if now >= target.next_sample_at:
+                        self.sample_target(target, now, self.poll_name)
+                deadline = min([next_scan, *(t.next_sample_at for t in self.targets.values())])
+                for fd, _ in self.epoll.poll(max(0.0, deadline - self.clock())):
+                    if fd == wake_r:
                         _drain(wake_r)
-                    elif key.data.consume():
-                        self.sample_all(key.data.name)
+                    elif fd in self.handlers:
+                        self._woken_by(self.handlers[fd])
         finally:
             signal.set_wakeup_fd(previous_fd)
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
-            self.selector.unregister(wake_r)
+            self.epoll.unregister(wake_r)
             os.close(wake_r)
             os.close(wake_w)
+
+    def _woken_by(self, source) -> None:
+        now = self.clock()
+        for key in source.consume():
+            target = self.targets.get(key)
+            if target is None:
+                continue
+            if source.name == "inotify":
+                self._on_events_modified(target)
+            self.sample_target(target, now, source.name)
 
     def _stop(self, signum: int, _frame: object) -> None:
         self.stopping = True
 
     def close(self) -> None:
+        self.sources.close()
         for target in self.targets.values():
             target.close()
         self.targets.clear()
-        self.selector.close()
+        self.epoll.close()
 
 
 def _drain(fd: int) -> None:

@@ -36,13 +36,17 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(body, default=str)
 
 
-def setup(log_format: str = "text", stream=None) -> None:
+def setup(log_format: str = "text", stream=None, debug: bool = False) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(_JsonFormatter() if log_format == "json" else _TextFormatter())
     LOGGER.handlers[:] = [handler]
-    LOGGER.setLevel(logging.INFO)
+    LOGGER.setLevel(logging.DEBUG if debug else logging.INFO)
     LOGGER.propagate = False
 
 
 def event(severity: int, msg: str, **fields: object) -> None:
     LOGGER.log(severity, msg, extra={"fields": fields})
+
+
+def debugging() -> bool:
+    return LOGGER.isEnabledFor(logging.DEBUG)

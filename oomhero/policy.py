@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+from oomhero.config import PsiCondition
+
 
 class Level(IntEnum):
     OK = 0
@@ -46,8 +48,9 @@ class Decision:
     previous: Level
     level: Level
     signal: Level | None = None
-    # "crossed" (upward crossing), "jumped" (ok → critical in one step), "repeat" (cooldown),
-    # "fell" (level left downward); "" when nothing changed.
+    # "crossed" (upward crossing), "jumped" (ok → critical in one step), "pressure" (a PSI
+    # condition, not usage, raised the level), "repeat" (cooldown), "fell" (level left
+    # downward); "" when nothing changed.
     reason: str = ""
 
     @property
@@ -55,15 +58,30 @@ class Decision:
         return self.level is not self.previous
 
 
-def evaluate(thresholds: Thresholds, state: PolicyState, percent: float, now: float) -> Decision:
-    """Advance ``state`` for a sample at ``percent`` of the limit taken at time ``now``."""
+def evaluate(
+    thresholds: Thresholds,
+    state: PolicyState,
+    percent: float,
+    now: float,
+    pressure: Level = Level.OK,
+) -> Decision:
+    """Advance ``state`` for a sample at ``percent`` of the limit taken at time ``now``.
+
+    ``pressure`` is the level that memory pressure (PSI conditions) alone reaches: the target is
+    at least at that level, whatever its usage."""
     previous = state.level
-    level = _level_after(thresholds, previous, percent)
+    by_usage = _level_after(thresholds, previous, percent)
+    level = max(by_usage, pressure)
 
     if level > previous:
         state.level = level
         state.last_signal_at = now
-        reason = "jumped" if previous is Level.OK and level is Level.CRITICAL else "crossed"
+        if level > by_usage:
+            reason = "pressure"
+        elif previous is Level.OK and level is Level.CRITICAL:
+            reason = "jumped"
+        else:
+            reason = "crossed"
         return Decision(previous, level, signal=level, reason=reason)
 
     if level < previous:
@@ -97,5 +115,18 @@ def _level_after(thresholds: Thresholds, current: Level, percent: float) -> Leve
     if current is Level.CRITICAL and percent >= thresholds.critical - thresholds.hysteresis:
         return Level.CRITICAL
     if current >= Level.WARNING and percent >= thresholds.warning - thresholds.hysteresis:
+        return Level.WARNING
+    return Level.OK
+
+
+def pressure_level(
+    warning: PsiCondition | None,
+    critical: PsiCondition | None,
+    pressure: dict[str, dict[str, float]] | None,
+) -> Level:
+    """The level PSI conditions alone put a target at."""
+    if critical is not None and critical.holds(pressure):
+        return Level.CRITICAL
+    if warning is not None and warning.holds(pressure):
         return Level.WARNING
     return Level.OK

@@ -9,7 +9,9 @@ from rich.console import Console
 from rich.table import Table
 
 from oomhero.cgroup import CgroupDir, CgroupError, membership_of, open_for_pid
+from oomhero.config import WatchSettings
 from oomhero.processes import list_pids, read_proc
+from oomhero.sources import probe
 from oomhero.targets import resolve_cgroup
 
 MIB = 1024 * 1024
@@ -27,6 +29,8 @@ class Row:
     events: dict[str, int] | None = None
     psi_some_avg10: float | None = None
     psi_full_avg10: float | None = None
+    sources: list[str] | None = None  # kernel wake-up sources that would work (default settings)
+    sources_missing: dict[str, str] | None = None
     error: str | None = None
 
 
@@ -38,6 +42,8 @@ def row_for(cgroup: CgroupDir, processes: int | None) -> Row:
         if sample.limit:
             row.percent = round(sample.current * 100 / sample.limit, 1)
         row.events = cgroup.events()
+        defaults = WatchSettings()
+        row.sources, row.sources_missing = probe(cgroup, defaults.sources, defaults.psi)
     except (CgroupError, ValueError) as exc:
         row.error = str(exc)
     pressure = cgroup.pressure()
@@ -97,6 +103,7 @@ def render(rows: list[Row], console: Console) -> None:
         "working set",
         "events",
         "PSI some/full avg10",
+        "wake-ups",
     ):
         table.add_column(column, overflow="fold")
     for row in rows:
@@ -106,6 +113,7 @@ def render(rows: list[Row], console: Console) -> None:
                 str(row.version or "?"),
                 str(row.processes or "-"),
                 f"[red]{row.error}[/red]",
+                "",
                 "",
                 "",
                 "",
@@ -125,8 +133,12 @@ def render(rows: list[Row], console: Console) -> None:
             _mib(row.working_set),
             events,
             psi,
+            " ".join(row.sources or []) or "polling only",
         )
     console.print(table)
+    missing = {(s, why) for row in rows for s, why in (row.sources_missing or {}).items()}
+    for source, why in sorted(missing):
+        console.print(f"{source}: {why}", highlight=False)
 
 
 def to_json(rows: list[Row]) -> str:

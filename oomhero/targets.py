@@ -21,6 +21,7 @@ from oomhero.cgroup import (
 )
 from oomhero.policy import PolicyState
 from oomhero.processes import ProcessSet, ProcInfo, list_pids, read_proc
+from oomhero.schedule import GrowthEstimate
 
 
 class Reader(Protocol):
@@ -54,6 +55,10 @@ class Target:
     # Problems already logged for this target, so each is said once, not every tick.
     said: set[str] = field(default_factory=set)
     last_sample: MemorySample | None = None
+    next_sample_at: float = 0.0  # monotonic time; 0: sample at once
+    growth: GrowthEstimate = field(default_factory=GrowthEstimate)
+    events_seen: dict[str, int] = field(default_factory=dict)  # memory.events counters
+    missing_sources: dict[str, str] = field(default_factory=dict)  # source → why not
 
     def close(self) -> None:
         self.reader.close()

@@ -129,7 +129,7 @@ def test_other_command_help(command):
 def test_demo_help_shows_its_own_defaults():
     result = run_cli("demo", "--help")
     assert "(default 65)" in result.stdout
-    assert "(default 0.1s" in result.stdout
+    assert "default: adaptive polling" in result.stdout
 
 
 @soft_limit_only

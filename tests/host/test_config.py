@@ -124,7 +124,11 @@ def test_build_watch_settings_without_settings_gives_the_defaults():
     assert settings.cooldown == 30.0
     assert settings.warning_signal is signal.SIGUSR1
     assert settings.critical_signal is signal.SIGUSR2
-    assert (settings.metric, settings.signal_target, settings.interval) == ("usage", "all", 1.0)
+    assert (settings.metric, settings.signal_target) == ("usage", "all")
+    # Adaptive polling between 10 ms and 1 s, with every kernel source, unless told otherwise.
+    assert (settings.interval, settings.poll_floor, settings.poll_ceiling) == (None, 0.01, 1.0)
+    assert settings.sources == ("inotify", "psi", "eventfd")
+    assert settings.psi.text() == "some 150000 1000000"
 
 
 def test_build_watch_settings_parses_every_key():

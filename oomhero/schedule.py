@@ -1,0 +1,46 @@
+"""Adaptive polling: when to sample a target next. Pure: no I/O, no clock.
+
+No kernel event covers cgroup v2 usage between 0 and 100 %, so between events oomhero samples,
+and how soon follows the headroom to the next threshold divided by the recent growth rate: an
+idle container costs a sample per ceiling, one racing toward its limit is sampled densely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Sample when half the estimated time to the next threshold has passed: growth may speed up.
+SAFETY = 0.5
+# Weight of the newest rate in the running estimate.
+ALPHA = 0.5
+
+
+@dataclass
+class GrowthEstimate:
+    """Recent growth rate of a target's usage, bytes per second."""
+
+    last_value: int | None = None
+    last_time: float | None = None
+    rate: float = 0.0
+
+    def update(self, value: int, now: float) -> float:
+        if self.last_value is not None and self.last_time is not None and now > self.last_time:
+            instant = (value - self.last_value) / (now - self.last_time)
+            smoothed = ALPHA * instant + (1 - ALPHA) * self.rate
+            # A sudden burst must not be averaged away: the faster of the two counts.
+            self.rate = max(instant, smoothed)
+        self.last_value, self.last_time = value, now
+        return self.rate
+
+
+def next_delay(
+    value: int, next_threshold: int | None, rate: float, floor: float, ceiling: float
+) -> float:
+    """Seconds until the next sample. ``next_threshold`` is the byte value of the next threshold
+    above the current level (None when there is none above: the ceiling applies)."""
+    if next_threshold is None or rate <= 0:
+        return ceiling
+    headroom = next_threshold - value
+    if headroom <= 0:
+        return floor
+    return min(max(SAFETY * headroom / rate, floor), ceiling)
