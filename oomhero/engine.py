@@ -9,6 +9,7 @@ descriptors. A wake-up of any kind re-samples the target it concerns, so a sourc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -100,6 +101,10 @@ class Engine:
         if isinstance(reader, CgroupDir):
             missing = self.sources.attach(key, reader)
             target.events_seen = self._read_events(target)
+            # v1 thresholds sit at byte values of the limit: register them before saying which
+            # sources are active (sample errors are the first sample's to report).
+            with contextlib.suppress(CgroupError, ValueError):
+                self._follow_limit(target, reader.sample())
         target.missing_sources = missing
         log.event(
             logging.INFO,

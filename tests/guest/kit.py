@@ -52,6 +52,35 @@ def oomhero(*args: str) -> list[str]:
     return [sys.executable, "-m", "oomhero", *args]
 
 
+class Watcher:
+    """`oomhero watch` on cgroups, logging JSON to a file; stop() returns the log records."""
+
+    def __init__(self, cgroups: list[Cgroup], log: Path, *flags: str, uid: int | None = None):
+        self.log = log
+        as_user = (
+            [] if uid is None else ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+        )
+        argv = oomhero("watch", *(str(c.path) for c in cgroups), "--log-format", "json", *flags)
+        self.process = subprocess.Popen([*as_user, *argv], stderr=open(log, "w"))
+        wait_for(
+            lambda: len(self.records("watching target")) == len(cgroups),
+            60,
+            "oomhero to watch every cgroup",
+        )
+
+    def records(self, msg: str | None = None) -> list[dict]:
+        records = read_jsonl(self.log)
+        return records if msg is None else [r for r in records if r.get("msg") == msg]
+
+    def stop(self) -> list[dict]:
+        if self.process.poll() is None:
+            self.process.terminate()
+        assert self.process.wait(timeout=60) == 0, "oomhero did not stop cleanly"
+        records = self.records()
+        assert not [r for r in records if "raw" in r], [r for r in records if "raw" in r]
+        return records
+
+
 @dataclass
 class Cgroup:
     """A memory cgroup created for a test under the guest's hierarchy (v2 or v1)."""
@@ -157,10 +186,12 @@ def read_jsonl(path: Path) -> list[dict]:
 class Workload:
     """tests/guest/workload.py in a cgroup, steered to usage levels."""
 
-    def __init__(self, cgroup: Cgroup, events: Path) -> None:
+    def __init__(self, cgroup: Cgroup, events: Path, uid: int | None = None) -> None:
         self.events = events
+        as_user = [] if uid is None else [f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
         self.process = cgroup.spawn(
             [
+                *(["setpriv", *as_user] if as_user else []),
                 sys.executable,
                 str(WORKLOAD),
                 str(cgroup.usage_file),
