@@ -114,6 +114,9 @@ class Engine:
             sources=",".join(self.sources.active(key)) or "none",
             polling=self._polling_text(),
         )
+        for note in self.sources.notes:
+            self._say_once_globally(note, "source adjusted", why=note, target=name)
+        self.sources.notes.clear()
         for source, why in missing.items():
             self._say_once_globally(
                 f"{source}:{why}", "source unavailable", source=source, why=why, target=name

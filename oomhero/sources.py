@@ -201,6 +201,7 @@ class WakeSources:
         self.inotify: InotifyWatches | None = None
         self.inotify_error: str | None = None
         self.per_target: dict[str, dict[str, object]] = {}
+        self.notes: list[str] = []  # things worth a log line, for the engine to say once
 
     def attach(self, key: str, cgroup: CgroupDir) -> dict[str, str]:
         """Open inotify and PSI for a target (eventfd waits for its limit: see ``follow_limit``).
@@ -218,7 +219,10 @@ class WakeSources:
                 missing["psi"] = "turned off (--psi off)"
             else:
                 try:
-                    self._own(key, PsiTrigger(key, cgroup, self.psi))
+                    trigger = PsiTrigger(key, cgroup, self.psi)
+                    self._own(key, trigger)
+                    if trigger.note:
+                        self.notes.append(f"psi: {trigger.note}")
                 except Unavailable as exc:
                     missing["psi"] = str(exc)
         if "eventfd" in self.names and cgroup.version != 1:

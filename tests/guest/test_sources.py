@@ -85,6 +85,8 @@ def test_psi_trigger_wakes_under_memory_high_throttling(tmp_path, cleanup):
         "psi",
         "--psi",
         "some:50ms/1s",
+        "--warning-psi",
+        "some_avg10>5",
         "--log-level",
         "debug",
         *NO_CLOCK,
@@ -96,6 +98,8 @@ def test_psi_trigger_wakes_under_memory_high_throttling(tmp_path, cleanup):
             120,
             "a sample woken by the PSI trigger",
         )
+        # Usage stays far below the warning share of 512 MiB: only pressure can raise it.
+        wait_for(lambda: watcher.records("signal sent"), 120, "the pressure condition")
         high_events = cgroup.events()["high"]
     finally:
         app.kill()
@@ -104,6 +108,13 @@ def test_psi_trigger_wakes_under_memory_high_throttling(tmp_path, cleanup):
     assert high_events > 0, "memory.high never throttled the workload"
     counts = stopped_counts(records)
     assert counts.get("poll") == 1 and counts.get("psi", 0) >= 1, counts
+    sent = [r for r in records if r.get("msg") == "signal sent"]
+    assert (sent[0]["reason"], sent[0]["source"], sent[0]["signal"]) == (
+        "pressure",
+        "psi",
+        "SIGUSR1",
+    )
+    assert sent[0]["percent"] < 75
 
 
 @pytest.mark.guest_v1
