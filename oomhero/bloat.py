@@ -1,7 +1,8 @@
 """The bloat app: a workload that grows at a set rate and reacts to oomhero's signals.
 
 SIGUSR1 (warning)  → drops its "cache": frees up to --free-on-warning once, and logs it.
-SIGUSR2 (critical) → marks ``/healthz`` unhealthy (HTTP 500) and logs it.
+SIGUSR2 (critical) → marks ``/healthz`` unhealthy (HTTP 500) and logs it (and, with
+                     --shed-on-critical, stops growing).
 SIGTERM            → exits 0.
 Each event is a JSON line on stdout (and in ``--events FILE``) with CLOCK_MONOTONIC time and, where
 the app can read its own cgroup, the kernel's usage figure at that moment — the ground truth
@@ -51,7 +52,9 @@ def read_usage(path: str | None) -> int | None:
 
 
 class Bloat:
-    def __init__(self, rate: int, cache: int, stop_at: int | None, events) -> None:
+    def __init__(
+        self, rate: int, cache: int, stop_at: int | None, events, shed_on_critical: bool = False
+    ) -> None:
         self.rate = rate
         self.cache = cache  # what is left to give back on a warning
         self.stop_at = stop_at
@@ -60,6 +63,7 @@ class Bloat:
         self.usage_file = own_usage_file()
         self.healthy = True
         self.running = True
+        self.shed_on_critical = shed_on_critical
 
     @property
     def held_bytes(self) -> int:
@@ -115,7 +119,8 @@ class Bloat:
         started = time.monotonic()
         grown = 0
         while self.running:
-            if self.stop_at is None or self.held_bytes < self.stop_at:
+            shedding = self.shed_on_critical and not self.healthy
+            if not shedding and (self.stop_at is None or self.held_bytes < self.stop_at):
                 self.grow()
                 grown += CHUNK
             # Pace by bytes allocated, so signals and frees do not change the rate.
@@ -160,6 +165,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         help="/healthz port on 127.0.0.1, 0 for none (default 8080)",
     )
     parser.add_argument("--events", help="also append the JSON event lines to this file")
+    parser.add_argument(
+        "--shed-on-critical",
+        action="store_true",
+        help="stop growing after SIGUSR2, as an app that sheds load would (default: keep growing)",
+    )
     return parser
 
 
@@ -176,7 +186,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"oomhero bloat: error: {exc}", file=sys.stderr)
         return 2
     events = open(args.events, "a") if args.events else None  # noqa: SIM115 - lives as long as the app
-    bloat = Bloat(rate, cache, stop_at, events)
+    bloat = Bloat(rate, cache, stop_at, events, args.shed_on_critical)
     signal.signal(signal.SIGUSR1, bloat.on_warning)
     signal.signal(signal.SIGUSR2, bloat.on_critical)
     signal.signal(signal.SIGTERM, bloat.on_term)

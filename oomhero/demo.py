@@ -55,6 +55,7 @@ def run_demo(memory: int, rate: int, settings: WatchSettings, timeout: float) ->
             str(port),
             "--events",
             events_path,
+            "--shed-on-critical",  # so the 500 is still there to see after the signal
         ]
         placement = runner.start(command, memory, stdout=subprocess.DEVNULL)
         print(

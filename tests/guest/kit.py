@@ -52,6 +52,22 @@ def oomhero(*args: str) -> list[str]:
     return [sys.executable, "-m", "oomhero", *args]
 
 
+def bloat_argv(events: Path, rate: str, *extra: str) -> list[str]:
+    """The bloat app growing at ``rate`` without freeing, recording its signals to ``events``."""
+    return oomhero(
+        "bloat",
+        "--rate",
+        rate,
+        "--port",
+        "0",
+        "--free-on-warning",
+        "0",
+        "--events",
+        str(events),
+        *extra,
+    )
+
+
 class Watcher:
     """`oomhero watch` on cgroups, logging JSON to a file; stop() returns the log records."""
 

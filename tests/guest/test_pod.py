@@ -8,7 +8,15 @@ import sys
 
 import pytest
 
-from tests.guest.kit import MIB, Container, Pod, read_jsonl, remove_test_cgroups, wait_for
+from tests.guest.kit import (
+    MIB,
+    Container,
+    Pod,
+    bloat_argv,
+    read_jsonl,
+    remove_test_cgroups,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.guest_v2, pytest.mark.guest_v1]
 
@@ -20,26 +28,6 @@ SIGNAL_RECORDER = (
     "for s in (signal.SIGUSR1, signal.SIGUSR2): signal.signal(s, rec)\n"
     "while True: time.sleep(1)\n"
 )
-
-
-def bloat(rate: str, events, **extra: str) -> list[str]:
-    argv = [
-        sys.executable,
-        "-m",
-        "oomhero",
-        "bloat",
-        "--rate",
-        rate,
-        "--port",
-        "0",
-        "--free-on-warning",
-        "0",
-        "--events",
-        str(events),
-    ]
-    for key, value in extra.items():
-        argv += [f"--{key.replace('_', '-')}", value]
-    return argv
 
 
 def sidecar(uid: int | None = None, neighbour=None) -> Container:
@@ -75,8 +63,8 @@ def test_sidecar_signals_the_limited_container_only(workdir):
     pod = Pod(
         "pod",
         [
-            Container("app", bloat("16M", app_events), memory_max=128 * MIB),
-            Container("unlimited", bloat("2M", free_events, stop_at="24M")),
+            Container("app", bloat_argv(app_events, "16M"), memory_max=128 * MIB),
+            Container("unlimited", bloat_argv(free_events, "2M", "--stop-at", "24M")),
             sidecar(neighbour=neighbour),
         ],
         workdir,
@@ -123,7 +111,9 @@ def test_sidecar_without_ptrace_access_says_why(workdir):
         "pod",
         [
             Container(
-                "app", bloat("1M", workdir / "app.jsonl", stop_at="8M"), memory_max=128 * MIB
+                "app",
+                bloat_argv(workdir / "app.jsonl", "1M", "--stop-at", "8M"),
+                memory_max=128 * MIB,
             ),
             sidecar(uid=65534),
         ],

@@ -4,17 +4,15 @@ watched by `oomhero watch` through the kernel's own figures."""
 from __future__ import annotations
 
 import itertools
-import subprocess
 import time
 
 import pytest
 
 from tests.guest.kit import (
     MIB,
+    Watcher,
     Workload,
     make_cgroup,
-    oomhero,
-    read_jsonl,
     remove_test_cgroups,
     wait_for,
 )
@@ -32,39 +30,27 @@ def watched(tmp_path):
     def start(cooldown: str):
         cgroup = make_cgroup("policy", 128 * MIB)
         workload = Workload(cgroup, tmp_path / "signals.jsonl")
-        log = tmp_path / "oomhero.log"
-        watcher = subprocess.Popen(
-            oomhero(
-                "watch",
-                str(cgroup.path),
-                "--warning",
-                "50",
-                "--critical",
-                "80",
-                "--hysteresis",
-                "10",
-                "--cooldown",
-                cooldown,
-                "--interval",
-                "100ms",
-                "--log-format",
-                "json",
-            ),
-            stderr=open(log, "w"),
+        watcher = Watcher(
+            [cgroup],
+            tmp_path / "oomhero.log",
+            "--warning",
+            "50",
+            "--critical",
+            "80",
+            "--hysteresis",
+            "10",
+            "--cooldown",
+            cooldown,
+            "--interval",
+            "100ms",
         )
         started.append((watcher, workload))
-        wait_for(
-            lambda: any(e.get("msg") == "watching target" for e in read_jsonl(log)),
-            60,
-            "oomhero to start watching",
-        )
         return workload
 
     yield start
     for watcher, workload in started:
-        watcher.terminate()
-        assert watcher.wait(timeout=30) == 0, "oomhero did not stop cleanly on SIGTERM"
         workload.stop()
+        watcher.stop()  # and it stops cleanly on SIGTERM
     remove_test_cgroups()
 
 

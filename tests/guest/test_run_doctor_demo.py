@@ -6,12 +6,19 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.guest.kit import MIB, make_cgroup, oomhero, read_jsonl, remove_test_cgroups, wait_for
+from tests.guest.kit import (
+    MIB,
+    bloat_argv,
+    make_cgroup,
+    oomhero,
+    read_jsonl,
+    remove_test_cgroups,
+    wait_for,
+)
 
 
 def doctor_lines(cgroup=None) -> dict[str, tuple[str, str]]:
@@ -72,18 +79,7 @@ def test_run_enforces_the_limit_in_a_fresh_cgroup(tmp_path):
             "--log-format",
             "json",
             "--",
-            sys.executable,
-            "-m",
-            "oomhero",
-            "bloat",
-            "--rate",
-            "16M",
-            "--port",
-            "0",
-            "--free-on-warning",
-            "0",
-            "--events",
-            str(events),
+            *bloat_argv(events, "16M"),
         ),
         stdout=subprocess.DEVNULL,
         stderr=open(log, "w"),

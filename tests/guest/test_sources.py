@@ -6,7 +6,6 @@ minutes: after the first sample, every sample has to come from the source under 
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from tests.guest.kit import (
     MIB,
     Watcher,
     Workload,
+    bloat_argv,
     make_cgroup,
     read_jsonl,
     remove_test_cgroups,
@@ -32,23 +32,7 @@ def cleanup():
 
 
 def bloat(cgroup, events: Path, rate: str, *extra: str):
-    return cgroup.spawn(
-        [
-            sys.executable,
-            "-m",
-            "oomhero",
-            "bloat",
-            "--rate",
-            rate,
-            "--port",
-            "0",
-            "--free-on-warning",
-            "0",
-            "--events",
-            str(events),
-            *extra,
-        ]
-    )
+    return cgroup.spawn(bloat_argv(events, rate, *extra))
 
 
 def stopped_counts(records: list[dict]) -> dict[str, int]:
