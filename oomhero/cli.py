@@ -38,6 +38,7 @@ ENV_NAMES = {
     "poll_floor": "OOMHERO_POLL_FLOOR",
     "poll_ceiling": "OOMHERO_POLL_CEILING",
     "sources": "OOMHERO_SOURCES",
+    "bpf_signal": "OOMHERO_BPF_SIGNAL",
     "psi": "OOMHERO_PSI",
     "warning_psi": "OOMHERO_WARNING_PSI",
     "critical_psi": "OOMHERO_CRITICAL_PSI",
@@ -141,8 +142,18 @@ def _add_watch_flags(parser: argparse.ArgumentParser, defaults: WatchSettings, e
         "sources",
         "--sources",
         metavar="LIST",
-        help="kernel event sources: all (default), none, or a list of inotify "
-        "(v2 memory.events), psi (memory.pressure trigger), eventfd (v1 thresholds)",
+        help="kernel event sources: a list of inotify (v2 memory.events), psi (memory.pressure "
+        "trigger), eventfd (v1 thresholds), ebpf (a probe on the charge path: needs bcc, kernel "
+        "headers, root), or all, or none (default inotify,psi,eventfd)",
+    )
+    wake.add_argument(
+        "--bpf-signal",
+        dest="bpf_signal",
+        action="store_const",
+        const="1",
+        help="the eBPF probe sends the critical signal itself, to the process whose allocation "
+        "crosses the threshold, before that allocation returns (implies the ebpf source)"
+        + (from_env.format(ENV_NAMES["bpf_signal"]) if env else ""),
     )
     wake_flag(
         "psi",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 class ConfigError(ValueError):
@@ -86,13 +86,25 @@ def parse_signal(name: str, raw: str) -> signal.Signals:
         raise ConfigError(f"{name}={raw!r} is not a signal name or number on this system") from None
 
 
+def parse_bool(name: str, raw: str) -> bool:
+    text = raw.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a yes/no value (use 1 or 0, true or false)")
+
+
 def parse_choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
     if raw not in choices:
         raise ConfigError(f"{name}={raw!r} must be one of: {', '.join(choices)}")
     return raw
 
 
-SOURCE_NAMES = ("inotify", "psi", "eventfd")
+SOURCE_NAMES = ("inotify", "psi", "eventfd", "ebpf")
+# The eBPF probe costs a compile at start (seconds; tens of seconds under emulation) and
+# privileges: it runs when asked for (`all`, a list naming it, or --bpf-signal).
+DEFAULT_SOURCES = ("inotify", "psi", "eventfd")
 _PSI_TRIGGER_RE = re.compile(r"^(some|full):(\d+(?:\.\d+)?)(us|ms|s)/(\d+(?:\.\d+)?)(us|ms|s)$")
 _PSI_CONDITION_RE = re.compile(r"^(some|full)_(avg10|avg60|avg300)\s*>\s*(\d+(?:\.\d+)?)$")
 _MICROSECONDS = {"us": 1, "ms": 1000, "s": 1_000_000}
@@ -160,7 +172,7 @@ def parse_psi_condition(name: str, raw: str) -> PsiCondition | None:
 
 
 def parse_sources(name: str, raw: str) -> tuple[str, ...]:
-    """``all``, ``none``, or a comma list of inotify, psi, eventfd."""
+    """``all``, ``none``, or a comma list of inotify, psi, eventfd, ebpf."""
     text = raw.strip().lower()
     if text == "all":
         return SOURCE_NAMES
@@ -196,7 +208,8 @@ class WatchSettings:
     interval: float | None = None  # fixed polling; None: adaptive between floor and ceiling
     poll_floor: float = 0.01
     poll_ceiling: float = 1.0
-    sources: tuple[str, ...] = SOURCE_NAMES
+    sources: tuple[str, ...] = DEFAULT_SOURCES
+    bpf_signal: bool = False  # the probe sends the critical signal itself, in the kernel
     psi: PsiTriggerSpec | None = PsiTriggerSpec("some", 150_000, 1_000_000)
     warning_psi: PsiCondition | None = None
     critical_psi: PsiCondition | None = None
@@ -229,6 +242,7 @@ def build_watch_settings(
         "poll_floor": parse_duration,
         "poll_ceiling": parse_duration,
         "sources": parse_sources,
+        "bpf_signal": parse_bool,
         "psi": parse_psi_trigger,
         "warning_psi": parse_psi_condition,
         "critical_psi": parse_psi_condition,
@@ -262,6 +276,12 @@ def build_watch_settings(
             f"{label('interval')} asks for fixed polling, and {label(adaptive_only[0])} applies "
             "only to adaptive polling: give one or the other"
         )
+    if result.bpf_signal and "ebpf" not in result.sources:
+        if "sources" in settings:
+            raise ConfigError(
+                f"{label('bpf_signal')} needs the ebpf source: add it to {label('sources')}"
+            )
+        result = replace(result, sources=(*result.sources, "ebpf"))
     if "psi" in settings and result.psi is not None and "psi" not in result.sources:
         raise ConfigError(f"{label('psi')} has no effect with {label('sources')}: add psi to it")
     if result.poll_floor <= 0:

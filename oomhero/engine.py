@@ -24,7 +24,7 @@ from oomhero.config import WatchSettings
 from oomhero.policy import Decision, Level, Thresholds, evaluate, pressure_level
 from oomhero.schedule import next_delay
 from oomhero.signaller import SendResult, denied_hint, send
-from oomhero.sources import WakeSources, threshold_bytes
+from oomhero.sources import WakeSources
 from oomhero.targets import Scanner, Target
 
 MIB = 1024 * 1024
@@ -49,7 +49,7 @@ class Engine:
         self.unopened: dict[str, str] = {}  # key → why its reader could not be opened (said once)
         self.epoll = select.epoll()
         self.handlers: dict[int, object] = {}
-        self.sources = WakeSources(settings.sources, settings.psi, self._register, self._unregister)
+        self.sources = WakeSources(settings, self._register, self._unregister, self._say_globally)
         self.said: set[str] = set()  # engine-wide notes already logged
         self.wakeups: Counter[str] = Counter()  # samples taken, by what woke the loop
         self.rescan_due = False
@@ -104,7 +104,7 @@ class Engine:
             # v1 thresholds sit at byte values of the limit: register them before saying which
             # sources are active (sample errors are the first sample's to report).
             with contextlib.suppress(CgroupError, ValueError):
-                self._follow_limit(target, reader.sample())
+                self._follow(target, reader.sample())
         target.missing_sources = missing
         log.event(
             logging.INFO,
@@ -147,8 +147,9 @@ class Engine:
         target.last_sample = sample
         value = sample.value(self.settings.metric)
         target.growth.update(value, now)
-        self._follow_limit(target, sample)
+        crossing, target.crossing = target.crossing, None
         if sample.limit is None:
+            self._follow(target, sample)
             self._say_once(
                 target,
                 "unlimited",
@@ -162,9 +163,14 @@ class Engine:
         # memory.max = 0 is legal on v2: nothing fits, so it is as critical as it gets.
         percent = value * 100.0 / sample.limit if sample.limit > 0 else 100.0
         decision = evaluate(self.thresholds, target.state, percent, now, self._pressure(target))
+        self._follow(target, sample)
         delay = self._delay(target, value, sample.limit)
         target.next_sample_at = now + delay
         fields = _sample_fields(target, sample, value, percent, source)
+        if crossing is not None:
+            # What the probe saw at the charge itself, and how long until this sample.
+            fields["probe_percent"] = round(crossing.usage * 100.0 / sample.limit, 1)
+            fields["since_charge_ms"] = round((time.monotonic() - crossing.ktime) * 1000, 2)
         if log.debugging():
             log.event(
                 logging.DEBUG,
@@ -210,17 +216,11 @@ class Engine:
             )
         return pressure_level(s.warning_psi, s.critical_psi, pressure)
 
-    def _follow_limit(self, target: Target, sample: MemorySample) -> None:
-        """v1 thresholds sit at byte values: re-register them when the limit changes."""
+    def _follow(self, target: Target, sample: MemorySample) -> None:
+        """Threshold-based sources (v1 eventfd, the eBPF probe) follow limit and level."""
         if not isinstance(target.reader, CgroupDir):
             return
-        s = self.settings
-        wanted = (
-            threshold_bytes(s.warning, s.critical, s.hysteresis, sample.limit)
-            if sample.limit
-            else []
-        )
-        why = self.sources.follow_limit(target.key, target.reader, wanted)
+        why = self.sources.follow(target.key, target.reader, sample.limit, target.state.level)
         if why:
             self._say_once_globally(
                 f"eventfd:{why}",
@@ -264,7 +264,20 @@ class Engine:
             else self.settings.warning_signal
         )
         chosen = target.processes.chosen(self.settings.signal_target)
-        if not chosen:
+        in_kernel, target.signalled_in_kernel = target.signalled_in_kernel, set()
+        if decision.signal is Level.CRITICAL and in_kernel:
+            # --bpf-signal: the probe already signalled the allocating process; once is enough.
+            for pid in in_kernel:
+                log.event(
+                    logging.WARNING,
+                    "signal sent in the kernel",
+                    pid=pid,
+                    signal=sig.name,
+                    threshold="critical",
+                    **fields,
+                )
+            chosen = [p for p in chosen if p.pid not in in_kernel]
+        if not chosen and not in_kernel:
             log.event(logging.WARNING, "no process to signal", signal=sig.name, **fields)
         for process in chosen:
             result = send(process, sig)
@@ -296,6 +309,9 @@ class Engine:
         if what not in target.said:
             target.said.add(what)
             log.event(level, msg, target=target.name, **fields)
+
+    def _say_globally(self, msg: str, **fields: object) -> None:
+        log.event(logging.INFO, msg, **fields)
 
     def _say_once_globally(self, what: str, msg: str, **fields: object) -> None:
         if what not in self.said:
@@ -342,6 +358,10 @@ class Engine:
                 continue
             if source.name == "inotify":
                 self._on_events_modified(target)
+            if source.name == "ebpf":
+                target.crossing = source.crossings.pop(key, None)
+                if target.crossing and target.crossing.signalled:
+                    target.signalled_in_kernel.add(target.crossing.pid)
             self.sample_target(target, now, source.name)
 
     def _stop(self, signum: int, _frame: object) -> None:

@@ -21,8 +21,10 @@ import errno
 import os
 import select
 
+from oomhero import ebpf
 from oomhero.cgroup import CgroupDir
-from oomhero.config import PsiTriggerSpec
+from oomhero.config import PsiTriggerSpec, WatchSettings
+from oomhero.ebpf import ProbeWatches
 
 try:
     import inotify_simple
@@ -193,15 +195,22 @@ class WakeSources:
     """The kernel sources of every target: opened when a target appears, kept in step with its
     limit, closed when it goes. ``register``/``unregister`` hand file descriptors to the loop."""
 
-    def __init__(self, names: tuple[str, ...], psi: PsiTriggerSpec | None, register, unregister):
-        self.names = names
-        self.psi = psi
+    def __init__(self, settings: WatchSettings, register, unregister, say) -> None:
+        """``say(msg, **fields)`` logs what happens later, away from any target (the eBPF probe
+        becoming ready, or failing)."""
+        self.settings = settings
+        self.names = settings.sources
+        self.psi = settings.psi
         self.register = register
         self.unregister = unregister
         self.inotify: InotifyWatches | None = None
         self.inotify_error: str | None = None
         self.per_target: dict[str, dict[str, object]] = {}
         self.notes: list[str] = []  # things worth a log line, for the engine to say once
+        self.probe: ProbeWatches | None = None
+        if "ebpf" in self.names:
+            signal = int(settings.critical_signal) if settings.bpf_signal else 0
+            self.probe = ProbeWatches(signal, register, unregister, say)
 
     def attach(self, key: str, cgroup: CgroupDir) -> dict[str, str]:
         """Open inotify and PSI for a target (eventfd waits for its limit: see ``follow_limit``).
@@ -227,7 +236,19 @@ class WakeSources:
                     missing["psi"] = str(exc)
         if "eventfd" in self.names and cgroup.version != 1:
             missing["eventfd"] = "eventfd thresholds are a cgroup v1 feature"
+        if self.probe is not None:
+            self.probe.add(key, cgroup)
         return missing
+
+    def follow(self, key: str, cgroup: CgroupDir, limit: int | None, level: int) -> str | None:
+        """Keep threshold-based sources in step with the target's limit and policy level:
+        v1 eventfd thresholds (re-registered when the limit changes) and the eBPF probe's
+        thresholds and armed state. Returns why v1 thresholds cannot be registered, if so."""
+        s = self.settings
+        if self.probe is not None:
+            self.probe.follow(key, limit, s.warning, s.critical, level)
+        wanted = threshold_bytes(s.warning, s.critical, s.hysteresis, limit) if limit else []
+        return self.follow_limit(key, cgroup, wanted)
 
     def follow_limit(self, key: str, cgroup: CgroupDir, thresholds: list[int]) -> str | None:
         """(Re-)register v1 thresholds when they changed; returns why not, if they cannot be."""
@@ -247,16 +268,24 @@ class WakeSources:
         return None
 
     def active(self, key: str) -> list[str]:
-        return sorted(self.per_target.get(key, {}))
+        names = set(self.per_target.get(key, {}))
+        if self.probe is not None and self.probe.watching(key):
+            names.add("ebpf")
+        return sorted(names)
 
     def detach(self, key: str) -> None:
         for name in list(self.per_target.get(key, {})):
             self._drop(key, name)
         self.per_target.pop(key, None)
+        if self.probe is not None:
+            self.probe.remove(key)
 
     def close(self) -> None:
         for key in list(self.per_target):
             self.detach(key)
+        if self.probe is not None:
+            self.probe.close()
+            self.probe = None
         if self.inotify is not None:
             self.unregister(self.inotify)
             self.inotify.close()
@@ -328,4 +357,16 @@ def _probe_eventfd(cgroup: CgroupDir, _psi: PsiTriggerSpec | None) -> None:
         raise Unavailable(f"cannot write {cgroup.path}/cgroup.event_control")
 
 
-_PROBES = {"inotify": _probe_inotify, "psi": _probe_psi, "eventfd": _probe_eventfd}
+def _probe_ebpf(_cgroup: CgroupDir, _psi: PsiTriggerSpec | None) -> None:
+    try:
+        ebpf.prerequisites()
+    except ebpf.ProbeError as exc:
+        raise Unavailable(str(exc)) from None
+
+
+_PROBES = {
+    "inotify": _probe_inotify,
+    "psi": _probe_psi,
+    "eventfd": _probe_eventfd,
+    "ebpf": _probe_ebpf,
+}

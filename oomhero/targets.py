@@ -19,6 +19,7 @@ from oomhero.cgroup import (
     open_path,
     own_mounts,
 )
+from oomhero.ebpf import Crossing
 from oomhero.policy import PolicyState
 from oomhero.processes import ProcessSet, ProcInfo, list_pids, read_proc
 from oomhero.schedule import GrowthEstimate
@@ -59,6 +60,8 @@ class Target:
     growth: GrowthEstimate = field(default_factory=GrowthEstimate)
     events_seen: dict[str, int] = field(default_factory=dict)  # memory.events counters
     missing_sources: dict[str, str] = field(default_factory=dict)  # source → why not
+    crossing: Crossing | None = None  # the eBPF probe's event that woke this sample
+    signalled_in_kernel: set[int] = field(default_factory=set)  # pids --bpf-signal reached
 
     def close(self) -> None:
         self.reader.close()

@@ -50,7 +50,7 @@ def test_psi_condition_holds_above_its_value_only():
 
 
 def test_sources_are_all_none_or_a_list():
-    assert parse_sources("--sources", "all") == ("inotify", "psi", "eventfd")
+    assert parse_sources("--sources", "all") == ("inotify", "psi", "eventfd", "ebpf")
     assert parse_sources("--sources", "none") == ()
     assert parse_sources("--sources", "psi,inotify,psi") == ("psi", "inotify")
     with pytest.raises(ConfigError, match="--sources='kprobe'"):
@@ -92,3 +92,14 @@ def test_pressure_alone_raises_the_level_and_says_so():
     assert (decision.signal, decision.reason) == (Level.CRITICAL, "pressure")
     calm = evaluate(thresholds, state, 20.0, 2.0, pressure_level(None, critical, {"some": {}}))
     assert calm.level is Level.OK and calm.signal is None
+
+
+def test_bpf_signal_brings_the_ebpf_source_unless_sources_exclude_it():
+    settings = build_watch_settings({"bpf_signal": Setting("--bpf-signal", "1")})
+    assert settings.bpf_signal and settings.sources == ("inotify", "psi", "eventfd", "ebpf")
+    with pytest.raises(ConfigError, match="needs the ebpf source"):
+        build_watch_settings(
+            {"bpf_signal": Setting("--bpf-signal", "1"), "sources": Setting("--sources", "psi")}
+        )
+    with pytest.raises(ConfigError, match="yes/no"):
+        build_watch_settings({"bpf_signal": Setting("OOMHERO_BPF_SIGNAL", "maybe")})
