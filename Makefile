@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest -p no:cacheprovider --color=no -q -rs
 RESULTS := test-results
 
-.PHONY: demo test test-host test-guest test-guest-v2 test-guest-v1 lint format venv clean
+.PHONY: demo test test-host test-guest test-guest-v2 test-guest-v1 test-guest-trixie lint format venv clean bench
 
 STAMP  := $(VENV)/.installed
 
@@ -27,18 +27,25 @@ test: $(STAMP)
 	-$(MAKE) --no-print-directory test-host
 	-$(MAKE) --no-print-directory test-guest-v2
 	-$(MAKE) --no-print-directory test-guest-v1
-	$(PY) tests/junit_summary.py $(RESULTS)/host.xml $(RESULTS)/guest-v2.xml $(RESULTS)/guest-v1.xml
+	-$(MAKE) --no-print-directory test-guest-trixie
+	$(PY) tests/junit_summary.py $(RESULTS)/host.xml $(RESULTS)/guest-v2.xml \
+		$(RESULTS)/guest-v1.xml $(RESULTS)/guest-trixie.xml
 
 test-host: $(STAMP)
 	$(PYTEST) tests --junitxml=$(RESULTS)/host.xml
 
-test-guest: test-guest-v2 test-guest-v1
+test-guest: test-guest-v2 test-guest-v1 test-guest-trixie
 
 test-guest-v2: $(STAMP)
 	guest/run -- $(PYTEST) tests/guest --junitxml=$(RESULTS)/guest-v2.xml
 
 test-guest-v1: $(STAMP)
 	guest/run --v1 -- $(PYTEST) tests/guest --junitxml=$(RESULTS)/guest-v1.xml
+
+# The eBPF probe on a second kernel: Debian trixie's (its charge path and headers differ).
+test-guest-trixie: $(STAMP)
+	guest/run --kernel trixie -- $(PYTEST) tests/guest/test_ebpf.py \
+		--junitxml=$(RESULTS)/guest-trixie.xml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check oomhero tests
@@ -50,3 +57,21 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(RESULTS) .cache
+
+# The latency/overhead benchmark (bench/README.md; not in CI): ~20 min in one guest boot, then
+# the table and plot are rendered on the host. BENCH_ARGS=--quick for a short run.
+BENCH_CPUS ?= 1
+BENCH_ARGS ?=
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench/.build/alloc: bench/alloc.c
+	mkdir -p bench/.build
+	gcc -O2 -Wall -Wextra -o $@ $<
+
+bench: $(BENCH_STAMP) bench/.build/alloc
+	guest/run --cpus $(BENCH_CPUS) --timeout 3000 -- $(PY) bench/run.py $(BENCH_ARGS)
+	$(PY) bench/report.py $(if $(BENCH_ARGS),bench/.build/results-dev.json)

@@ -311,7 +311,12 @@ def setup_logging(args: argparse.Namespace, use_env: bool) -> None:
 
 
 def check_unknown_env() -> None:
-    unknown = sorted(k for k in os.environ if k.startswith("OOMHERO_") and k not in KNOWN_ENV)
+    # OOMHERO_GUEST_* belong to the test harness (guest/run), not to oomhero.
+    unknown = sorted(
+        k
+        for k in os.environ
+        if k.startswith("OOMHERO_") and not k.startswith("OOMHERO_GUEST_") and k not in KNOWN_ENV
+    )
     if unknown:
         raise ConfigError(
             f"unknown setting {', '.join(unknown)} (known: {', '.join(sorted(KNOWN_ENV))})"
