@@ -6,6 +6,7 @@ import os
 import signal
 from dataclasses import dataclass
 
+from oomhero import ebpf
 from oomhero.cgroup import (
     CgroupDir,
     CgroupError,
@@ -20,14 +21,6 @@ from oomhero.processes import ProcessSet
 from oomhero.sources import probe
 from oomhero.targets import Found
 
-# The memcg charge functions a kprobe could sit on, newest kernels first.
-CHARGE_SYMBOLS = (
-    "try_charge_memcg",
-    "charge_memcg",
-    "__mem_cgroup_charge",
-    "try_charge",
-    "mem_cgroup_try_charge",
-)
 KPROBE_FILES = ("/sys/kernel/tracing/kprobe_events", "/sys/kernel/debug/tracing/kprobe_events")
 
 
@@ -166,30 +159,20 @@ def _ebpf_checks() -> list[Check]:
             "not mounted)",
         )
     )
-    symbols = _kallsyms_names(CHARGE_SYMBOLS)
+    privileged = ebpf.may_load_kprobes()
     checks.append(
         Check(
-            "kprobe target",
-            bool(symbols),
-            ", ".join(symbols) + " in /proc/kallsyms"
-            if symbols
-            else "no memcg charge function in /proc/kallsyms",
+            "bpf privileges",
+            privileged,
+            "CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN"
+            + ("" if privileged else ": missing, the eBPF probe cannot load"),
         )
     )
-    return checks
-
-
-def _kallsyms_names(wanted: tuple[str, ...]) -> list[str]:
-    present = set()
     try:
-        with open("/proc/kallsyms") as f:
-            for line in f:
-                name = line.split()[2]
-                if name in wanted:
-                    present.add(name)
-    except (OSError, IndexError):
-        return []
-    return [name for name in wanted if name in present]
+        checks.append(Check("kprobe target", True, f"{ebpf.charge_function()} in /proc/kallsyms"))
+    except ebpf.ProbeError as exc:
+        checks.append(Check("kprobe target", False, str(exc)))
+    return checks
 
 
 def target_checks(found: dict[str, Found], settings: WatchSettings) -> list[Check]:

@@ -58,7 +58,7 @@ def charge_function(kallsyms: str = "/proc/kallsyms") -> str:
 
 def prerequisites() -> str:
     """Check what the probe needs short of compiling it; returns the function to probe."""
-    if not _may_load_kprobes():
+    if not may_load_kprobes():
         raise ProbeError("loading a kprobe needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN")
     function = charge_function()
     try:
@@ -189,7 +189,7 @@ class ChargeProbe:
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
 
 
-def _may_load_kprobes() -> bool:
+def may_load_kprobes() -> bool:
     with open("/proc/self/status") as f:
         effective = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
 

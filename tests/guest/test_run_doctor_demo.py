@@ -48,6 +48,10 @@ def test_doctor_tells_the_truth_on_v2():
     assert lines["inotify memory.events"][0] == "ok"
     assert lines["v1 thresholds"][0] == "missing"
     assert lines["kprobe target"][0] == "ok" and "try_charge_memcg" in lines["kprobe target"][1]
+    # guest/prepare installs Debian's bcc and this kernel's headers; the guest runs as root.
+    assert lines["bcc"][0] == "ok"
+    assert lines["kprobes"][0] == "ok"
+    assert lines["bpf privileges"][0] == "ok"
     release = os.uname().release
     headers = Path(f"/lib/modules/{release}/build").exists()
     assert lines["kernel headers"][0] == ("ok" if headers else "missing")
