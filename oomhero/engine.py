@@ -55,6 +55,22 @@ class Engine:
         self.rescan_due = False
         self.stopping = False
         self.scanned_once = False
+        # Observers (metrics, webhook, the live view): objects with any of the methods
+        # sampled(target, sample, percent, decision, source), signalled(target, level, signal,
+        # pid, where), oom_killed(target, victims), tick(engine). Called on the loop's thread;
+        # they must not block it.
+        self.listeners: list[object] = []
+
+    def _notify(self, event: str, *args: object) -> None:
+        for listener in self.listeners:
+            method = getattr(listener, event, None)
+            if method is not None:
+                method(*args)
+
+    def add_source(self, source) -> None:
+        """Another file descriptor for the loop: ``source`` has name, mask, fileno() and
+        consume() → the keys of targets to sample now (may be empty)."""
+        self._register(source)
 
     def _register(self, source) -> None:
         self.epoll.register(source.fileno(), source.mask)
@@ -188,6 +204,7 @@ class Engine:
             )
         if decision.signal is not None:
             self._signal(target, decision, fields)
+        self._notify("sampled", target, sample, percent, decision, source)
         return decision
 
     def _slowest_interval(self) -> float:
@@ -249,6 +266,7 @@ class Engine:
                 total=events.get("oom_kill"),
                 app=target.main_comm,
             )
+            self._notify("oom_killed", target, killed)
         target.events_seen = events
         try:
             populated = "populated 0" in target.reader.read("cgroup.events")
@@ -268,6 +286,8 @@ class Engine:
         if decision.signal is Level.CRITICAL and in_kernel:
             # --bpf-signal: the probe already signalled the allocating process; once is enough.
             for pid in in_kernel:
+                target.last_signal = (sig.name, time.time())
+                self._notify("signalled", target, decision.signal, sig.name, pid, "kernel")
                 log.event(
                     logging.WARNING,
                     "signal sent in the kernel",
@@ -282,6 +302,8 @@ class Engine:
         for process in chosen:
             result = send(process, sig)
             if result is SendResult.SENT:
+                target.last_signal = (sig.name, time.time())
+                self._notify("signalled", target, decision.signal, sig.name, process.pid, "user")
                 log.event(
                     logging.WARNING,
                     "signal sent",
@@ -319,8 +341,9 @@ class Engine:
             log.event(logging.INFO, msg, **fields)
 
     # -- the loop ---------------------------------------------------------------------------
-    def run(self, until: Callable[[], bool] = lambda: False) -> None:
-        """Loop until SIGTERM/SIGINT or ``until()`` is true."""
+    def run(self, until: Callable[[], bool] = lambda: False, max_wait: float | None = None) -> None:
+        """Loop until SIGTERM/SIGINT or ``until()`` is true; listeners' tick() runs every
+        iteration, at least every ``max_wait`` seconds when given."""
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.epoll.register(wake_r, select.EPOLLIN)
         previous_fd = signal.set_wakeup_fd(wake_w)
@@ -336,7 +359,10 @@ class Engine:
                 for target in list(self.targets.values()):
                     if now >= target.next_sample_at:
                         self.sample_target(target, now, self.poll_name)
+                self._notify("tick", self)
                 deadline = min([next_scan, *(t.next_sample_at for t in self.targets.values())])
+                if max_wait is not None:
+                    deadline = min(deadline, self.clock() + max_wait)
                 for fd, _ in self.epoll.poll(max(0.0, deadline - self.clock())):
                     if fd == wake_r:
                         _drain(wake_r)

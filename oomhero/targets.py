@@ -62,6 +62,7 @@ class Target:
     missing_sources: dict[str, str] = field(default_factory=dict)  # source → why not
     crossing: Crossing | None = None  # the eBPF probe's event that woke this sample
     signalled_in_kernel: set[int] = field(default_factory=set)  # pids --bpf-signal reached
+    last_signal: tuple[str, float] | None = None  # signal name, wall-clock time
 
     def close(self) -> None:
         self.reader.close()
