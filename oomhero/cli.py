@@ -20,11 +20,17 @@ from oomhero.config import (
     WatchSettings,
     build_watch_settings,
     parse_choice,
+    parse_count,
     parse_duration,
+    parse_port,
     parse_size,
+    parse_url,
 )
 from oomhero.engine import Engine
+from oomhero.metrics import Metrics
+from oomhero.metrics import serve as serve_metrics
 from oomhero.targets import CgroupScanner, PodScanner, resolve_cgroup
+from oomhero.webhook import Webhook
 
 # Setting → environment variable. The first five are OOMHero's, so its pod.yaml works unchanged.
 ENV_NAMES = {
@@ -47,7 +53,14 @@ ENV_NAMES = {
 }
 LOG_FORMAT_ENV = "OOMHERO_LOG_FORMAT"
 LOG_LEVEL_ENV = "OOMHERO_LOG_LEVEL"
-KNOWN_ENV = set(ENV_NAMES.values()) | {LOG_FORMAT_ENV, LOG_LEVEL_ENV}
+KNOWN_ENV = set(ENV_NAMES.values()) | {
+    LOG_FORMAT_ENV,
+    LOG_LEVEL_ENV,
+    "OOMHERO_METRICS_ADDRESS",
+    "OOMHERO_WEBHOOK",
+    "OOMHERO_WEBHOOK_TIMEOUT",
+    "OOMHERO_WEBHOOK_RETRIES",
+}
 
 DESCRIPTION = """\
 oomhero watches memory cgroups and signals their processes before the OOM killer does:
@@ -199,6 +212,83 @@ def _add_watch_flags(parser: argparse.ArgumentParser, defaults: WatchSettings, e
     )
 
 
+OUTPUT_ENV = {
+    "metrics_port": "METRICS_PORT",
+    "metrics_address": "OOMHERO_METRICS_ADDRESS",
+    "webhook": "OOMHERO_WEBHOOK",
+    "webhook_timeout": "OOMHERO_WEBHOOK_TIMEOUT",
+    "webhook_retries": "OOMHERO_WEBHOOK_RETRIES",
+}
+
+
+def add_output_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("metrics and webhook (flags beat env vars)")
+    group.add_argument(
+        "--metrics-port",
+        metavar="PORT",
+        help="serve Prometheus /metrics and readiness /healthz on this port "
+        "(default: off) (env METRICS_PORT)",
+    )
+    group.add_argument(
+        "--metrics-address",
+        metavar="ADDR",
+        help="address to serve them on (default 0.0.0.0) (env OOMHERO_METRICS_ADDRESS)",
+    )
+    group.add_argument(
+        "--webhook",
+        metavar="URL",
+        help="POST a JSON body (target, level, usage, limit, time) for every "
+        "crossing, beside the signals (env OOMHERO_WEBHOOK)",
+    )
+    group.add_argument(
+        "--webhook-timeout",
+        metavar="DUR",
+        help="per attempt (default 2s) (env OOMHERO_WEBHOOK_TIMEOUT)",
+    )
+    group.add_argument(
+        "--webhook-retries",
+        metavar="N",
+        help="retries after a failed attempt, with backoff 0.5s, 1s, 2s… "
+        "(default 3) (env OOMHERO_WEBHOOK_RETRIES)",
+    )
+
+
+def start_outputs(args: argparse.Namespace, engine: Engine) -> list:
+    """Attach metrics and webhook to the engine as configured; returns what needs closing."""
+    raw = {}
+    for key, env_name in OUTPUT_ENV.items():
+        if getattr(args, key, None) is not None:
+            raw[key] = ("--" + key.replace("_", "-"), getattr(args, key))
+        elif env_name in os.environ:
+            raw[key] = (env_name, os.environ[env_name])
+    closers = []
+    if "metrics_port" in raw:
+        port = parse_port(*raw["metrics_port"])
+        address = raw.get("metrics_address", (None, "0.0.0.0"))[1]
+        metrics = Metrics()
+        try:
+            server = serve_metrics(metrics, lambda: engine.scanned_once, address, port)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve metrics on {address}:{port}: {exc.strerror}") from None
+        engine.listeners.append(metrics)
+        closers.append(server.shutdown)
+        log.event(20, "serving metrics", address=address, port=port, paths="/metrics /healthz")
+    elif "metrics_address" in raw:
+        raise ConfigError(f"{raw['metrics_address'][0]} needs a metrics port (--metrics-port)")
+    if "webhook" in raw:
+        url = parse_url(*raw["webhook"])
+        timeout = parse_duration(*raw.get("webhook_timeout", ("--webhook-timeout", "2s")))
+        retries = parse_count(*raw.get("webhook_retries", ("--webhook-retries", "3")))
+        webhook = Webhook(url, timeout, retries)
+        engine.listeners.append(webhook)
+        closers.append(webhook.close)
+    else:
+        for key in ("webhook_timeout", "webhook_retries"):
+            if key in raw:
+                raise ConfigError(f"{raw[key][0]} needs a webhook URL (--webhook)")
+    return closers
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="oomhero",
@@ -218,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
         "/proc/<pid>/root/sys/fs/cgroup.",
     )
     _add_watch_flags(p, defaults, env=True)
+    add_output_flags(p)
 
     p = sub.add_parser(
         "watch",
@@ -227,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("targets", nargs="+", metavar="CGROUP|PID")
     _add_watch_flags(p, defaults, env=True)
+    add_output_flags(p)
 
     p = sub.add_parser(
         "status",
@@ -344,10 +436,14 @@ def cmd_engine(args: argparse.Namespace, scanner_factory: Callable) -> int:
         critical_signal=settings.critical_signal.name,
     )
     engine = Engine(scanner, settings)
+    closers = []
     try:
+        closers = start_outputs(args, engine)
         engine.run()
     finally:
         engine.close()
+        for close in closers:
+            close()
     log.event(20, "oomhero stopped", samples_by_wakeup=dict(engine.wakeups))
     return 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import signal
+import urllib.parse
 from dataclasses import dataclass, replace
 
 
@@ -93,6 +94,25 @@ def parse_bool(name: str, raw: str) -> bool:
     if text in ("0", "false", "no", "off", ""):
         return False
     raise ConfigError(f"{name}={raw!r} is not a yes/no value (use 1 or 0, true or false)")
+
+
+def parse_port(name: str, raw: str) -> int:
+    if not raw.strip().isdigit() or not 1 <= int(raw) <= 65535:
+        raise ConfigError(f"{name}={raw!r} is not a TCP port (1 to 65535)")
+    return int(raw)
+
+
+def parse_count(name: str, raw: str) -> int:
+    if not raw.strip().isdigit():
+        raise ConfigError(f"{name}={raw!r} is not a whole number (0 or more)")
+    return int(raw)
+
+
+def parse_url(name: str, raw: str) -> str:
+    parsed = urllib.parse.urlparse(raw.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(f"{name}={raw!r} is not an http:// or https:// URL")
+    return raw.strip()
 
 
 def parse_choice(name: str, raw: str, choices: tuple[str, ...]) -> str:

@@ -56,9 +56,11 @@ class Engine:
         self.stopping = False
         self.scanned_once = False
         # Observers (metrics, webhook, the live view): objects with any of the methods
-        # sampled(target, sample, percent, decision, source), signalled(target, level, signal,
-        # pid, where), oom_killed(target, victims), tick(engine). Called on the loop's thread;
-        # they must not block it.
+        # sampled(target, sample, percent, decision, source; percent and decision None without a
+        # limit), signalled(target, level, signal,
+        # pid, where), oom_killed(target, victims), detected(target, source, seconds from the
+        # crossing charge), gone(target), tick(engine). Called on the loop's thread; they must
+        # not block it.
         self.listeners: list[object] = []
 
     def _notify(self, event: str, *args: object) -> None:
@@ -91,6 +93,7 @@ class Engine:
             if key not in found:
                 target = self.targets.pop(key)
                 log.event(logging.INFO, "target gone", target=target.name)
+                self._notify("gone", target)
                 self.sources.detach(key)
                 target.close()
         for key, item in found.items():
@@ -174,6 +177,7 @@ class Engine:
                 app=target.main_comm,
             )
             target.next_sample_at = now + self._slowest_interval()
+            self._notify("sampled", target, sample, None, None, source)
             return None
         target.said.discard("unlimited")
         # memory.max = 0 is legal on v2: nothing fits, so it is as critical as it gets.
@@ -186,7 +190,9 @@ class Engine:
         if crossing is not None:
             # What the probe saw at the charge itself, and how long until this sample.
             fields["probe_percent"] = round(crossing.usage * 100.0 / sample.limit, 1)
-            fields["since_charge_ms"] = round((time.monotonic() - crossing.ktime) * 1000, 2)
+            since_charge = time.monotonic() - crossing.ktime
+            fields["since_charge_ms"] = round(since_charge * 1000, 2)
+            self._notify("detected", target, source, since_charge)
         if log.debugging():
             log.event(
                 logging.DEBUG,
