@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.error
 import urllib.request
 
 import pytest
@@ -14,8 +15,11 @@ PORT = 19090
 
 
 def scrape(path: str = "/metrics") -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{PORT}{path}", timeout=10) as reply:
-        return reply.read().decode()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{PORT}{path}", timeout=10) as reply:
+            return reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return f"{exc.code}"
 
 
 def gauge(text: str, name: str) -> float:
@@ -28,7 +32,7 @@ def test_metrics_follow_a_growing_workload(tmp_path):
     workload = Workload(cgroup, tmp_path / "signals.jsonl")
     watcher = Watcher([cgroup], tmp_path / "log", "--warning", "50", "--metrics-port", str(PORT))
     try:
-        assert scrape("/healthz") == "ok\n"
+        wait_for(lambda: scrape("/healthz") == "ok\n", 30, "readiness after the first scan")
         workload.to(20)
         wait_for(lambda: gauge(scrape(), "oomhero_memory_usage_ratio") >= 0.2, 30, "20 %")
         before = scrape()
