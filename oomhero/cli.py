@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from rich.console import Console
 
-from oomhero import __version__, bloat, demo, doctor, log, runner, status
+from oomhero import __version__, bloat, demo, doctor, log, node, runner, status
 from oomhero.cgroup import CgroupError
 from oomhero.config import (
     METRICS,
@@ -57,6 +57,7 @@ KNOWN_ENV = set(ENV_NAMES.values()) | {
     LOG_FORMAT_ENV,
     LOG_LEVEL_ENV,
     "OOMHERO_METRICS_ADDRESS",
+    "OOMHERO_NODE_CGROUP_ROOT",
     "OOMHERO_WEBHOOK",
     "OOMHERO_WEBHOOK_TIMEOUT",
     "OOMHERO_WEBHOOK_RETRIES",
@@ -321,6 +322,51 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_flags(p)
 
     p = sub.add_parser(
+        "top",
+        help="watch as watch does, with a live view instead of log lines",
+        description="The watch engine (it signals, as watch does) with a live view: usage "
+        "against the limit and its marks, the last minute, level, last signal, wake-up sources, "
+        "PSI. Keys: s sort, r reverse, q quit. Targets default to what sidecar mode would watch.",
+    )
+    p.add_argument("targets", nargs="*", metavar="CGROUP|PID")
+    _add_watch_flags(p, defaults, env=True)
+
+    p = sub.add_parser(
+        "node",
+        help="one agent per node: every opted-in container under kubepods",
+        description=node.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--cgroup-root",
+        metavar="PATH",
+        help="where the host's cgroup tree is mounted (default /sys/fs/cgroup) "
+        "(env OOMHERO_NODE_CGROUP_ROOT)",
+    )
+    p.add_argument(
+        "--all",
+        action="store_true",
+        dest="watch_all",
+        help="watch every container, not only those that opt in by env",
+    )
+    p.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="also watch containers whose cgroup path (below the root) matches",
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="never watch containers whose cgroup path matches (beats the rest)",
+    )
+    _add_watch_flags(p, defaults, env=True)
+    add_output_flags(p)
+
+    p = sub.add_parser(
         "status",
         help="table of memory cgroups: usage, limit, events, PSI",
         description="Usage, limit, percent, working set, memory.events counters and "
@@ -459,6 +505,34 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return cmd_engine(args, lambda: CgroupScanner(cgroups))
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    from oomhero import top
+
+    settings = gather_settings(args, use_env=True)
+    cgroups = []
+    for spec in args.targets:
+        try:
+            cgroups.append(resolve_cgroup(spec))
+        except CgroupError as exc:
+            raise ConfigError(f"cannot watch {spec!r}: {exc.strerror}") from None
+    setup_logging(args, use_env=True)
+    engine = Engine(CgroupScanner(cgroups) if cgroups else PodScanner(), settings)
+    try:
+        return top.run(engine)
+    finally:
+        engine.close()
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    settings = gather_settings(args, use_env=True)
+    root = args.cgroup_root or os.environ.get("OOMHERO_NODE_CGROUP_ROOT", "/sys/fs/cgroup")
+    try:
+        scanner = node.NodeScanner(root, settings, args.watch_all, args.include, args.exclude)
+    except CgroupError as exc:
+        raise ConfigError(f"--cgroup-root: {exc.strerror}") from None
+    return cmd_engine(args, lambda: scanner)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not command:
@@ -548,6 +622,8 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {
         "sidecar": lambda a: cmd_engine(a, PodScanner),
         "watch": cmd_watch,
+        "node": cmd_node,
+        "top": cmd_top,
         "run": cmd_run,
         "status": cmd_status,
         "doctor": cmd_doctor,

@@ -40,9 +40,6 @@ class Engine:
     ) -> None:
         self.scanner = scanner
         self.settings = settings
-        self.thresholds = Thresholds(
-            settings.warning, settings.critical, settings.hysteresis, settings.cooldown
-        )
         self.rescan_interval = rescan_interval
         self.clock = clock
         self.targets: dict[str, Target] = {}
@@ -99,13 +96,15 @@ class Engine:
         for key, item in found.items():
             target = self.targets.get(key)
             if target is None:
-                target = self._open_target(key, item.name, item.open_reader)
+                target = self._open_target(key, item.name, item.open_reader, item.settings)
                 if target is None:
                     continue
             target.processes.sync(item.members)
         self.scanned_once = True
 
-    def _open_target(self, key: str, name: str, open_reader: Callable) -> Target | None:
+    def _open_target(
+        self, key: str, name: str, open_reader: Callable, settings: WatchSettings | None = None
+    ) -> Target | None:
         try:
             reader = open_reader()
         except CgroupError as exc:
@@ -114,7 +113,7 @@ class Engine:
                 log.event(logging.WARNING, "cannot read target", target=name, why=exc.strerror)
             return None
         self.unopened.pop(key, None)
-        target = Target(key, name, reader)
+        target = Target(key, name, reader, settings=settings or self.settings)
         self.targets[key] = target
         missing = {}
         if isinstance(reader, CgroupDir):
@@ -182,7 +181,9 @@ class Engine:
         target.said.discard("unlimited")
         # memory.max = 0 is legal on v2: nothing fits, so it is as critical as it gets.
         percent = value * 100.0 / sample.limit if sample.limit > 0 else 100.0
-        decision = evaluate(self.thresholds, target.state, percent, now, self._pressure(target))
+        decision = evaluate(
+            _thresholds(target.settings), target.state, percent, now, self._pressure(target)
+        )
         self._follow(target, sample)
         delay = self._delay(target, value, sample.limit)
         target.next_sample_at = now + delay
@@ -221,7 +222,8 @@ class Engine:
         s = self.settings
         if s.interval is not None:
             return s.interval
-        above = {Level.OK: s.warning, Level.WARNING: s.critical}.get(target.state.level)
+        own = target.settings
+        above = {Level.OK: own.warning, Level.WARNING: own.critical}.get(target.state.level)
         next_threshold = None if above is None else int(limit * above / 100)
         return next_delay(value, next_threshold, target.growth.rate, s.poll_floor, s.poll_ceiling)
 
@@ -243,7 +245,9 @@ class Engine:
         """Threshold-based sources (v1 eventfd, the eBPF probe) follow limit and level."""
         if not isinstance(target.reader, CgroupDir):
             return
-        why = self.sources.follow(target.key, target.reader, sample.limit, target.state.level)
+        why = self.sources.follow(
+            target.key, target.reader, sample.limit, target.state.level, target.settings
+        )
         if why:
             self._say_once_globally(
                 f"eventfd:{why}",
@@ -282,11 +286,8 @@ class Engine:
             self.rescan_due = True  # the container emptied: let the scan retire it now
 
     def _signal(self, target: Target, decision: Decision, fields: dict) -> None:
-        sig = (
-            self.settings.critical_signal
-            if decision.signal is Level.CRITICAL
-            else self.settings.warning_signal
-        )
+        own = target.settings
+        sig = own.critical_signal if decision.signal is Level.CRITICAL else own.warning_signal
         chosen = target.processes.chosen(self.settings.signal_target)
         in_kernel, target.signalled_in_kernel = target.signalled_in_kernel, set()
         if decision.signal is Level.CRITICAL and in_kernel:
@@ -405,6 +406,10 @@ class Engine:
             target.close()
         self.targets.clear()
         self.epoll.close()
+
+
+def _thresholds(settings: WatchSettings) -> Thresholds:
+    return Thresholds(settings.warning, settings.critical, settings.hysteresis, settings.cooldown)
 
 
 def _drain(fd: int) -> None:

@@ -240,14 +240,16 @@ class WakeSources:
             self.probe.add(key, cgroup)
         return missing
 
-    def follow(self, key: str, cgroup: CgroupDir, limit: int | None, level: int) -> str | None:
+    def follow(
+        self, key: str, cgroup: CgroupDir, limit: int | None, level: int, own: WatchSettings
+    ) -> str | None:
         """Keep threshold-based sources in step with the target's limit and policy level:
         v1 eventfd thresholds (re-registered when the limit changes) and the eBPF probe's
-        thresholds and armed state. Returns why v1 thresholds cannot be registered, if so."""
-        s = self.settings
+        thresholds and armed state, at the target's ``own`` thresholds. Returns why v1
+        thresholds cannot be registered, if so."""
         if self.probe is not None:
-            self.probe.follow(key, limit, s.warning, s.critical, level)
-        wanted = threshold_bytes(s.warning, s.critical, s.hysteresis, limit) if limit else []
+            self.probe.follow(key, limit, own.warning, own.critical, level)
+        wanted = threshold_bytes(own.warning, own.critical, own.hysteresis, limit) if limit else []
         return self.follow_limit(key, cgroup, wanted)
 
     def follow_limit(self, key: str, cgroup: CgroupDir, thresholds: list[int]) -> str | None:

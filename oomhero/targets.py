@@ -19,6 +19,7 @@ from oomhero.cgroup import (
     open_path,
     own_mounts,
 )
+from oomhero.config import WatchSettings
 from oomhero.ebpf import Crossing
 from oomhero.policy import PolicyState
 from oomhero.processes import ProcessSet, ProcInfo, list_pids, read_proc
@@ -40,6 +41,7 @@ class Found:
     name: str
     members: list[ProcInfo]
     open_reader: Callable[[], Reader]
+    settings: WatchSettings | None = None  # this target's own, where it has any (node mode)
 
 
 class Scanner(Protocol):
@@ -51,6 +53,7 @@ class Target:
     key: str
     name: str
     reader: Reader
+    settings: WatchSettings = field(default_factory=WatchSettings)  # thresholds and signals
     processes: ProcessSet = field(default_factory=ProcessSet)
     state: PolicyState = field(default_factory=PolicyState)
     # Problems already logged for this target, so each is said once, not every tick.

@@ -71,15 +71,27 @@ def bloat_argv(events: Path, rate: str, *extra: str) -> list[str]:
 class Watcher:
     """`oomhero watch` on cgroups, logging JSON to a file; stop() returns the log records."""
 
-    def __init__(self, cgroups: list[Cgroup], log: Path, *flags: str, uid: int | None = None):
+    def __init__(
+        self,
+        cgroups: list[Cgroup],
+        log: Path,
+        *flags: str,
+        uid: int | None = None,
+        command: tuple[str, ...] = ("watch",),
+        expect: int | None = None,
+    ):
+        """``command`` replaces ``watch CGROUPS...`` (e.g. a node agent); ``expect`` is how many
+        targets to wait for (default: one per cgroup)."""
         self.log = log
         as_user = (
             [] if uid is None else ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
         )
-        argv = oomhero("watch", *(str(c.path) for c in cgroups), "--log-format", "json", *flags)
+        targets = [str(c.path) for c in cgroups] if command == ("watch",) else []
+        argv = oomhero(*command, *targets, "--log-format", "json", *flags)
         self.process = subprocess.Popen([*as_user, *argv], stderr=open(log, "w"))
+        wanted = len(cgroups) if expect is None else expect
         wait_for(
-            lambda: len(self.records("watching target")) == len(cgroups),
+            lambda: len(self.records("watching target")) == wanted,
             60,
             "oomhero to watch every cgroup",
         )
@@ -202,7 +214,9 @@ def read_jsonl(path: Path) -> list[dict]:
 class Workload:
     """tests/guest/workload.py in a cgroup, steered to usage levels."""
 
-    def __init__(self, cgroup: Cgroup, events: Path, uid: int | None = None) -> None:
+    def __init__(
+        self, cgroup: Cgroup, events: Path, uid: int | None = None, env: dict | None = None
+    ) -> None:
         self.events = events
         as_user = [] if uid is None else [f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
         self.process = cgroup.spawn(
@@ -217,6 +231,7 @@ class Workload:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env={**os.environ, **(env or {})},
         )
 
     def to(self, percent: float) -> float:
