@@ -262,6 +262,7 @@ class Container:
     argv: list[str]
     memory_max: int | None = None
     uid: int | None = None
+    caps: tuple[str, ...] = ()  # capabilities kept under ``uid``, e.g. ("sys_ptrace", "kill")
     cgroup: Cgroup | None = field(default=None, init=False)
 
 
@@ -278,7 +279,9 @@ def _container_shell(container: Container, version: int) -> str:
         )
     run = shlex.join(container.argv)
     if container.uid is not None:
-        run = f"setpriv --reuid={container.uid} --regid={container.uid} --clear-groups {run}"
+        caps = ",".join(f"+{cap}" for cap in container.caps)
+        keep = f"--inh-caps {caps} --ambient-caps {caps} " if caps else ""
+        run = f"setpriv --reuid={container.uid} --regid={container.uid} --clear-groups {keep}{run}"
     inner = f"{mount} && exec {run}"
     # Join the cgroup first, then unshare: the new cgroup namespace is rooted at that cgroup.
     return (

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import shlex
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -30,7 +32,7 @@ SIGNAL_RECORDER = (
 )
 
 
-def sidecar(uid: int | None = None, neighbour=None) -> Container:
+def sidecar(uid: int | None = None, neighbour=None, caps: tuple[str, ...] = ()) -> Container:
     """oomhero as OOMHero's pod.yaml runs it: no arguments, env vars. Its log lands in
     <workdir>/sidecar.out (pod_init captures each container's output). With ``neighbour``, a
     second process in the sidecar's container records any signal it gets to that file."""
@@ -46,7 +48,7 @@ def sidecar(uid: int | None = None, neighbour=None) -> Container:
     if neighbour is not None:
         recorder = shlex.join([sys.executable, "-c", SIGNAL_RECORDER, str(neighbour)])
         run = f"{recorder} & exec {run}"
-    return Container("sidecar", ["sh", "-c", run], uid=uid)
+    return Container("sidecar", ["sh", "-c", run], uid=uid, caps=caps)
 
 
 @pytest.fixture
@@ -134,3 +136,44 @@ def test_sidecar_without_ptrace_access_says_why(workdir):
     assert "CAP_SYS_PTRACE" in problems[0]["why"], problems[0]
     assert sidecar_alive
     assert not [e for e in logs if "Traceback" in e.get("raw", "")], logs
+
+
+# -- the capabilities a sidecar needs (the answer in the README comes from these) -------------
+
+
+@pytest.mark.parametrize(
+    ("app_uid", "sidecar_uid", "caps"),
+    [
+        (65534, 65534, ()),  # same UID: nothing extra
+        (None, 65534, ("sys_ptrace", "kill")),  # another UID: CAP_SYS_PTRACE and CAP_KILL
+    ],
+    ids=["same-uid-no-capabilities", "other-uid-sys-ptrace-and-kill"],
+)
+def test_least_privileges_that_work(workdir, app_uid, sidecar_uid, caps):
+    shared = Path(tempfile.mkdtemp(prefix="oomhero-pod-"))  # writable for any UID
+    shared.chmod(0o777)
+    events = shared / "app.jsonl"
+    pod = Pod(
+        "pod",
+        [
+            Container("app", bloat_argv(events, "16M"), memory_max=128 * MIB, uid=app_uid),
+            sidecar(uid=sidecar_uid, caps=caps),
+        ],
+        workdir,
+    )
+    try:
+        wait_for(
+            lambda: [e for e in read_jsonl(events) if e.get("signal") == "SIGUSR2"],
+            120,
+            "the app to handle SIGUSR2",
+        )
+        logs = read_jsonl(workdir / "sidecar.out")
+    finally:
+        pod.stop()
+    assert [e["signal"] for e in read_jsonl(events) if e["event"] == "signal"][:2] == [
+        "SIGUSR1",
+        "SIGUSR2",
+    ]
+    watched = [e for e in logs if e.get("msg") == "watching target"]
+    assert watched and "root view" in watched[0]["cgroup"], watched
+    assert not [e for e in logs if e.get("msg") in ("signal not permitted", "cannot read target")]
