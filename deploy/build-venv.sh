@@ -1,0 +1,37 @@
+#!/bin/sh
+# Builds oomhero's venv: a wheel of this source tree, installed with its dependencies into a fresh
+# venv made from Debian's /usr/bin/python3. The Dockerfile runs this script, and so does
+# tests/host/test_deploy.py: a broken install step fails CI, not only an image build.
+#
+#   deploy/build-venv.sh [--system-site-packages] DEST
+#
+# --system-site-packages: the eBPF image's venv, which must see Debian's python3-bpfcc.
+# Writes build/ and *.egg-info into the source tree (setuptools builds in place): run it on a copy.
+set -eu
+
+venv_flags=
+if [ "${1:-}" = --system-site-packages ]; then
+    venv_flags=$1
+    shift
+fi
+if [ $# -ne 1 ]; then
+    echo "usage: $0 [--system-site-packages] DEST" >&2
+    exit 2
+fi
+dest=$1
+src=$(cd "$(dirname "$0")/.." && pwd)
+wheels=$(mktemp -d)
+trap 'rm -rf "$wheels"' EXIT
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# Debian's python3, not a python.org build: the final images run the venv on Debian's python3,
+# and bcc's bindings exist only for it.
+/usr/bin/python3 -m venv $venv_flags "$dest"
+"$dest/bin/python" -m pip wheel -q --no-deps --wheel-dir "$wheels" "$src"
+"$dest/bin/python" -m pip install -q "$wheels"/oomhero-*.whl
+# No package installer in the image: nothing at run time needs it.
+"$dest/bin/python" -m pip uninstall -q -y pip setuptools
+
+# The smoke test: the entry point starts and its imports resolve.
+"$dest/bin/oomhero" --version
+"$dest/bin/oomhero" --help >/dev/null
