@@ -78,6 +78,8 @@ examples:
   oomhero status                                memory cgroups of this machine
   oomhero watch /sys/fs/cgroup/my.slice 1234    watch a cgroup and a PID's cgroup
   oomhero run --memory 256M -- python app.py    run a command under a limit, watched
+  oomhero top /sys/fs/cgroup/my.slice           the same, as a live view
+  oomhero node --all                            node agent: every container under kubepods
   oomhero doctor                                what this kernel supports"""
 
 
@@ -330,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("targets", nargs="*", metavar="CGROUP|PID")
     _add_watch_flags(p, defaults, env=True)
+    add_output_flags(p)
 
     p = sub.add_parser(
         "node",
@@ -517,10 +520,14 @@ def cmd_top(args: argparse.Namespace) -> int:
             raise ConfigError(f"cannot watch {spec!r}: {exc.strerror}") from None
     setup_logging(args, use_env=True)
     engine = Engine(CgroupScanner(cgroups) if cgroups else PodScanner(), settings)
+    closers = []
     try:
+        closers = start_outputs(args, engine)
         return top.run(engine)
     finally:
         engine.close()
+        for close in closers:
+            close()
 
 
 def cmd_node(args: argparse.Namespace) -> int:

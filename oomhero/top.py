@@ -38,7 +38,7 @@ from oomhero.targets import Target
 
 MIB = 1024 * 1024
 HISTORY = 60.0  # seconds of usage behind the sparkline
-SPARK_WIDTH = 20  # sparkline cells: 3 s each
+SPARK_WIDTH = 15  # sparkline cells: 4 s each
 SPARKS = "▁▂▃▄▅▆▇█"
 BAR_WIDTH = 20  # usage bar cells: 5 % of the limit each
 PSI_EVERY = 1.0  # seconds between memory.pressure reads, per target
@@ -134,23 +134,28 @@ class TopView:
             return sorted(targets, key=usage, reverse=not self.reversed)
         return sorted(targets, key=lambda t: (t.state.level, usage(t)), reverse=not self.reversed)
 
-    def header(self) -> Text:
+    def header(self) -> RenderableType:
         s = self.engine.settings
         arrow = {"name": "↑", "usage": "↓", "level": "↓"}[self.sort]
         if self.reversed:
             arrow = "↓" if arrow == "↑" else "↑"
-        text = Text("oomhero top", style="bold")
-        text.append(
-            f"  {len(self.engine.targets)} targets · warning {s.warning:g}% "
+        line = Text("oomhero top", style="bold", no_wrap=True, overflow="ellipsis")
+        line.append(
+            f"  {_count(len(self.engine.targets), 'target')} · warning {s.warning:g}% "
             f"({s.warning_signal.name}) · critical {s.critical:g}% ({s.critical_signal.name}) · "
             f"sort {self.sort} {arrow}"
         )
+        if self.keys:
+            line.append("   s sort · r reverse · q quit", style="dim")
+        notes = []
         prefix = self.prefix()
         if prefix:
-            text.append(f" · under {prefix}")
-        if self.keys:
-            text.append("   s sort · r reverse · q quit", style="dim")
-        return text
+            notes.append(f"under {prefix}/")
+        if any(_differs(t.settings, s) for t in self.engine.targets.values()):
+            notes.append("some targets have their own thresholds: see their marks")
+        if not notes:
+            return line
+        return Group(line, Text(" · ".join(notes), no_wrap=True, overflow="ellipsis"))
 
     def prefix(self) -> str:
         """The directory all targets' paths share, left out of the target column."""
@@ -165,8 +170,9 @@ class TopView:
 
     def table(self) -> Table:
         table = Table(box=None, padding=(0, 1, 0, 0), header_style="bold", expand=False)
-        table.add_column("target", no_wrap=True, overflow="ellipsis", min_width=8)
-        table.add_column("app", no_wrap=True, overflow="ellipsis", max_width=12)
+        # Only the target column gives way when the terminal is narrow.
+        table.add_column("target", overflow="ellipsis", min_width=8)
+        table.add_column("app", no_wrap=True, overflow="ellipsis", max_width=10)
         table.add_column("level", no_wrap=True)
         table.add_column("MiB", justify="right", no_wrap=True)
         table.add_column("%", justify="right", no_wrap=True)
@@ -181,7 +187,7 @@ class TopView:
         return table
 
     def row(self, target: Target, prefix: str = "") -> list[RenderableType]:
-        s = self.engine.settings
+        s, own = self.engine.settings, target.settings  # own: thresholds, signals
         sample = target.last_sample
         percent = self.percent(target)
         if sample is None:
@@ -196,8 +202,8 @@ class TopView:
             self.level_text(target),
             usage,
             "-" if percent is None else f"{percent:.1f}",
-            bar(percent, s.warning, s.critical, target.state.level),
-            sparkline(self.history.get(target.key, ()), self.clock(), s.warning, s.critical),
+            bar(percent, own.warning, own.critical, target.state.level),
+            sparkline(self.history.get(target.key, ()), self.clock(), own.warning, own.critical),
             self.signal_text(target),
             " ".join(self.engine.sources.active(target.key)) or "-",
             _psi_text(self.psi.get(target.key, (None, None))[1]),
@@ -228,9 +234,9 @@ class TopView:
             ago = self.wall() - at
         else:
             return Text("-", style="dim")
-        style = "red" if name == self.engine.settings.critical_signal.name else "yellow"
+        style = "red" if name == target.settings.critical_signal.name else "yellow"
         text = Text(name, style=style)
-        text.append(f" {_ago(ago)} ago" + (" (kernel)" if where == "kernel" else ""))
+        text.append(f" {_ago(ago)}" + (" (kernel)" if where == "kernel" else ""))
         return text
 
     def footer(self) -> list[RenderableType]:
@@ -267,8 +273,7 @@ class _ViewLogHandler(logging.Handler):
         self.view = view
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.view.log_lines.append(self.format(record))
-        self.view.dirty = True
+        self.view.log_lines.append(self.format(record))  # shown at the next redraw
 
 
 class KeySource:
@@ -299,8 +304,8 @@ class KeySource:
 # -- pieces ----------------------------------------------------------------------------------
 def bar(percent: float | None, warning: float, critical: float, level: Level) -> Text:
     """``BAR_WIDTH`` cells of 5 % each: filled up to ``percent`` (a cell counts once usage
-    passes its middle), the cells holding the warning and critical thresholds marked │ (┃
-    where filled)."""
+    passes its middle), the cells holding the warning and critical thresholds marked │ in
+    yellow and red (┃ where filled)."""
     if percent is None:
         return Text("·" * BAR_WIDTH, style="dim")
     filled = sum(1 for i in range(BAR_WIDTH) if (i + 0.5) * 100 / BAR_WIDTH < percent)
@@ -309,8 +314,8 @@ def bar(percent: float | None, warning: float, critical: float, level: Level) ->
     text = Text()
     for i in range(BAR_WIDTH):
         if i in marks:
-            if i < filled:
-                text.append("┃", style=f"bold {marks[i]} on {colour}")
+            if i < filled:  # (its own colour could vanish on a bar of the same colour)
+                text.append("┃", style=f"bold bright_white on {colour}")
             else:
                 text.append("│", style=f"bold {marks[i]}")
         elif i < filled:
@@ -366,6 +371,15 @@ def _mib(value: int) -> str:
     return f"{mib:.1f}" if mib < 10 else f"{mib:.0f}"
 
 
+def _differs(own, default) -> bool:
+    fields = ("warning", "critical", "warning_signal", "critical_signal")
+    return any(getattr(own, f) != getattr(default, f) for f in fields)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _ago(seconds: float) -> str:
     seconds = max(0, int(seconds))
     if seconds < 60:
@@ -392,7 +406,9 @@ def cbreak(fd: int) -> Iterator[None]:
 
 def run(engine, console: Console | None = None, stdin=None) -> int:
     """Run ``engine`` under the live view until q, SIGTERM or SIGINT."""
-    console = console or Console()
+    if console is None:
+        # Piped output has no terminal width to fit: keep rows on one line, as status does.
+        console = Console(width=None if sys.stdout.isatty() else 200)
     stdin = sys.stdin if stdin is None else stdin
     keyboard = _isatty(stdin)
     view = TopView(engine, keys=keyboard)

@@ -20,7 +20,7 @@ OOMHERO_ENV = (
     "OOMHERO_SIGNAL_TARGET",
     "OOMHERO_LOG_FORMAT",
 )
-SUBCOMMANDS = ("sidecar", "watch", "status", "run", "doctor", "demo", "bloat")
+SUBCOMMANDS = ("sidecar", "watch", "node", "top", "status", "run", "doctor", "demo", "bloat")
 
 
 def assert_one_line_error(result, *words):
