@@ -43,6 +43,7 @@ ENV_NAMES = {
     "interval": "OOMHERO_INTERVAL",
     "poll_floor": "OOMHERO_POLL_FLOOR",
     "poll_ceiling": "OOMHERO_POLL_CEILING",
+    "poll_burst": "OOMHERO_POLL_BURST",
     "sources": "OOMHERO_SOURCES",
     "bpf_signal": "OOMHERO_BPF_SIGNAL",
     "psi": "OOMHERO_PSI",
@@ -153,6 +154,14 @@ def _add_watch_flags(parser: argparse.ArgumentParser, defaults: WatchSettings, e
         "--poll-ceiling",
         metavar="DUR",
         help="adaptive polling: sample at least this often (default 1s)",
+    )
+    wake_flag(
+        "poll_burst",
+        "--poll-burst",
+        metavar="RATE",
+        help="adaptive polling: assume a target may start growing this fast (bytes/s) unseen, "
+        "and sample a small one often enough to catch that (default 1G; 0: follow only the "
+        "measured rate, one sample per ceiling while idle)",
     )
     wake_flag(
         "sources",

@@ -75,6 +75,12 @@ def parse_size(name: str, raw: str) -> int:
     return value
 
 
+def parse_rate(name: str, raw: str) -> int:
+    """Bytes per second from ``1G``, ``512M``, ``256M/s``; ``0`` for none."""
+    text = raw.strip().removesuffix("/s")
+    return 0 if text == "0" else parse_size(name, text)
+
+
 def parse_signal(name: str, raw: str) -> signal.Signals:
     """A signal by name (``SIGUSR1``, ``usr1``) or number (``10``)."""
     text = raw.strip()
@@ -228,6 +234,7 @@ class WatchSettings:
     interval: float | None = None  # fixed polling; None: adaptive between floor and ceiling
     poll_floor: float = 0.01
     poll_ceiling: float = 1.0
+    poll_burst: int = 1024**3  # bytes/s a target may start growing at unannounced; 0: none
     sources: tuple[str, ...] = DEFAULT_SOURCES
     bpf_signal: bool = False  # the probe sends the critical signal itself, in the kernel
     psi: PsiTriggerSpec | None = PsiTriggerSpec("some", 150_000, 1_000_000)
@@ -261,6 +268,7 @@ def build_watch_settings(
         "interval": parse_duration,
         "poll_floor": parse_duration,
         "poll_ceiling": parse_duration,
+        "poll_burst": parse_rate,
         "sources": parse_sources,
         "bpf_signal": parse_bool,
         "psi": parse_psi_trigger,
@@ -290,7 +298,7 @@ def build_watch_settings(
         raise ConfigError(f"{label('hysteresis')} must be below {label('warning')}")
     if result.interval is not None and result.interval <= 0:
         raise ConfigError(f"{label('interval')} must be longer than 0")
-    adaptive_only = [k for k in ("poll_floor", "poll_ceiling") if k in settings]
+    adaptive_only = [k for k in ("poll_floor", "poll_ceiling", "poll_burst") if k in settings]
     if "interval" in settings and adaptive_only:
         raise ConfigError(
             f"{label('interval')} asks for fixed polling, and {label(adaptive_only[0])} applies "

@@ -225,7 +225,9 @@ class Engine:
         own = target.settings
         above = {Level.OK: own.warning, Level.WARNING: own.critical}.get(target.state.level)
         next_threshold = None if above is None else int(limit * above / 100)
-        return next_delay(value, next_threshold, target.growth.rate, s.poll_floor, s.poll_ceiling)
+        return next_delay(
+            value, next_threshold, target.growth.rate, s.poll_floor, s.poll_ceiling, s.poll_burst
+        )
 
     def _pressure(self, target: Target) -> Level:
         s = self.settings

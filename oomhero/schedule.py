@@ -34,13 +34,24 @@ class GrowthEstimate:
 
 
 def next_delay(
-    value: int, next_threshold: int | None, rate: float, floor: float, ceiling: float
+    value: int,
+    next_threshold: int | None,
+    rate: float,
+    floor: float,
+    ceiling: float,
+    burst: float = 0.0,
 ) -> float:
     """Seconds until the next sample. ``next_threshold`` is the byte value of the next threshold
-    above the current level (None when there is none above: the ceiling applies)."""
-    if next_threshold is None or rate <= 0:
+    above the current level (None when there is none above: the ceiling applies).
+
+    ``burst`` (bytes/s) is the growth to assume at the least: a workload idle until now can
+    start allocating at full speed, and the recent rate knows nothing of that. So a small
+    container is looked at often enough that even such a burst is caught before it crosses;
+    a big one (or ``burst`` 0) costs one sample per ceiling while idle."""
+    speed = max(rate, burst)
+    if next_threshold is None or speed <= 0:
         return ceiling
     headroom = next_threshold - value
     if headroom <= 0:
         return floor
-    return min(max(SAFETY * headroom / rate, floor), ceiling)
+    return min(max(SAFETY * headroom / speed, floor), ceiling)

@@ -139,7 +139,16 @@ def test_v1_eventfd_thresholds_wake_at_the_byte_values(tmp_path, cleanup):
 def test_adaptive_polling_samples_densely_only_near_a_threshold(tmp_path, cleanup):
     cgroup = make_cgroup("adaptive", 256 * MIB)
     watcher = Watcher(
-        [cgroup], tmp_path / "log", "--sources", "none", "--warning", "75", "--log-level", "debug"
+        [cgroup],
+        tmp_path / "log",
+        "--sources",
+        "none",
+        "--warning",
+        "75",
+        "--poll-burst",
+        "0",  # follow the measured rate only (the burst bound has its own test)
+        "--log-level",
+        "debug",
     )
     wait_for(lambda: len(watcher.records("sampled")) >= 3, 60, "idle samples")
     app = bloat(cgroup, tmp_path / "bloat.jsonl", "32M")
@@ -159,6 +168,21 @@ def test_adaptive_polling_samples_densely_only_near_a_threshold(tmp_path, cleanu
     assert min(near) < 0.2, near
     sent = [r for r in records if r.get("msg") == "signal sent"]
     assert sent[0]["source"] == "adaptive"
+
+
+@pytest.mark.guest_v2
+def test_adaptive_polling_watches_a_small_idle_target_closely_enough_for_a_burst(tmp_path, cleanup):
+    small, big = make_cgroup("burst/small", 64 * MIB), make_cgroup("burst/big", 8192 * MIB)
+    watcher = Watcher([small, big], tmp_path / "log", "--sources", "none", "--log-level", "debug")
+    wait_for(lambda: len(watcher.records("sampled")) >= 8, 60, "idle samples")
+    records = watcher.stop()
+    gaps = {}
+    for r in records:
+        if r.get("msg") == "sampled":
+            gaps.setdefault(r["target"].rsplit("/", 1)[1], []).append(r["next_in"])
+    # 48 MiB to warning at the default 1 GiB/s burst: ~23 ms. 6 GiB away: the 1 s ceiling.
+    assert max(gaps["small"]) < 0.05, gaps
+    assert min(gaps["big"]) == 1.0, gaps
 
 
 # -- each source taken away in turn: oomhero says why once and keeps working ------------------

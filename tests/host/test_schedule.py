@@ -46,3 +46,12 @@ def test_v1_thresholds_are_each_threshold_and_its_rearm_point():
         int(100 * MIB * p / 100) for p in (70, 75, 85, 90)
     ]
     assert threshold_bytes(3, 90, 5, 100 * MIB)[0] == int(100 * MIB * 0.03)  # no negative points
+
+
+def test_an_idle_small_target_is_sampled_often_enough_for_a_burst():
+    # 192 MiB to the threshold; nothing grows. A 1 GiB/s burst would take 0.19 s: sample at half.
+    assert next_delay(0, 192 * MIB, 0.0, 0.01, 1.0, burst=1024 * MIB) == pytest.approx(0.09375)
+    # A big target is far from any burst's reach: the ceiling.
+    assert next_delay(0, 6 * 1024 * MIB, 0.0, 0.01, 1.0, burst=1024 * MIB) == 1.0
+    # A measured rate above the burst wins.
+    assert next_delay(0, 192 * MIB, 4096 * MIB, 0.01, 1.0, burst=1024 * MIB) < 0.03
