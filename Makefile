@@ -58,7 +58,7 @@ format: $(STAMP)
 clean:
 	rm -rf $(VENV) $(RESULTS) .cache
 
-# The latency/overhead benchmark (bench/README.md; not in CI): ~20 min in one guest boot, then
+# The latency/overhead benchmark (bench/README.md; not in CI): ~28 min in one guest boot, then
 # the table and plot are rendered on the host. BENCH_ARGS=--quick for a short run.
 BENCH_CPUS ?= 1
 BENCH_ARGS ?=

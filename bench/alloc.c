@@ -8,6 +8,7 @@
  *                                                    before a chunk) and u_hi >= it at t_hi
  *   sig   <USR1|USR2> <t_ns> <usage>                 written by the signal handler itself
  *   nokill <t_ns> <usage>                            touched 4x the limit and still alive
+ *   done  <t_ns> <usage> <touched>                   touched STOP_BYTES (when given): exit 0
  *
  * Times are CLOCK_MONOTONIC nanoseconds; usage is the cgroup's memory.current (ground truth: the
  * file oomhero reads), read after every chunk. OUT is opened O_APPEND and every line is one
@@ -15,7 +16,10 @@
  * calls (clock_gettime, pread, write), so a signal handled in the last moment is still recorded.
  *
  * usage: alloc USAGE_FILE LIMIT_BYTES RATE_MIB_PER_S(0 = as fast as possible) CHUNK_BYTES OUT
- *              [WARNING_PCT CRITICAL_PCT]
+ *              [WARNING_PCT CRITICAL_PCT [STOP_BYTES]]
+ *
+ * STOP_BYTES > 0: stop after touching that much and exit 0 (the probe-cost measurement: the
+ * allocation throughput is (touched) / (done - start), in a cgroup big enough not to OOM).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -99,10 +103,10 @@ static void sleep_until(uint64_t t) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 6 && argc != 8) {
+    if (argc != 6 && argc != 8 && argc != 9) {
         fprintf(stderr,
                 "usage: alloc USAGE_FILE LIMIT_BYTES RATE_MIB_PER_S CHUNK_BYTES OUT "
-                "[WARNING_PCT CRITICAL_PCT]\n");
+                "[WARNING_PCT CRITICAL_PCT [STOP_BYTES]]\n");
         return 2;
     }
     const char *usage_path = argv[1];
@@ -110,10 +114,11 @@ int main(int argc, char **argv) {
     double rate = strtod(argv[3], NULL) * 1048576.0; /* bytes per second; 0: unpaced */
     uint64_t chunk = strtoull(argv[4], NULL, 10);
     double pct[2] = {75, 90};
-    if (argc == 8) {
+    if (argc >= 8) {
         pct[0] = strtod(argv[6], NULL);
         pct[1] = strtod(argv[7], NULL);
     }
+    uint64_t stop = argc == 9 ? strtoull(argv[8], NULL, 10) : 0; /* 0: until killed */
     const char *level_name[2] = {"warning", "critical"};
     uint64_t threshold[2] = {(uint64_t)(limit * pct[0] / 100), (uint64_t)(limit * pct[1] / 100)};
     chunk = (chunk + PAGE - 1) / PAGE * PAGE;
@@ -168,6 +173,11 @@ int main(int argc, char **argv) {
             emit("tick %llu %llu %llu\n", (unsigned long long)t_hi, (unsigned long long)usage,
                  (unsigned long long)touched);
             last_tick_usage = usage;
+        }
+        if (stop && touched >= stop) {
+            emit("done %llu %llu %llu\n", (unsigned long long)t_hi, (unsigned long long)usage,
+                 (unsigned long long)touched);
+            return 0;
         }
     }
     emit("nokill %llu %llu\n", (unsigned long long)now_ns(), (unsigned long long)usage);

@@ -1,13 +1,17 @@
 """The latency/overhead benchmark driver. Runs inside the qemu guest (cgroup v2), as root:
 
-    guest/run --timeout 3000 -- .venv/bin/python bench/run.py            # full, ~20 min
+    guest/run --timeout 3000 -- .venv/bin/python bench/run.py            # full, ~28 min
     guest/run -- .venv/bin/python bench/run.py --quick                   # a few minutes
     guest/run -- .venv/bin/python bench/run.py --modes poll-1s,poll-100ms --rates 64 --runs 2
 
 Latency: per mode, rate and run, a fresh 256 MiB cgroup, a fresh ``oomhero watch`` on it, and
-bench/alloc (C) filling it at the rate until the OOM killer ends it. alloc records, on
+bench/alloc (C) filling it at the rate until the OOM killer ends it. The eBPF modes compile their
+probe at start (20-30 s under TCG), so each keeps ONE cgroup and ONE ``oomhero watch`` for all
+its runs, in a block of its own (only one probe is ever attached). alloc records, on
 CLOCK_MONOTONIC, when its cgroup's usage crossed 75 % and 90 % and when its SIGUSR1/SIGUSR2
-handlers ran. Overhead: oomhero's CPU and RSS while watching 1, 10, 100 idle cgroups.
+handlers ran. Probe cost: alloc's unpaced throughput into a 512 MiB cgroup (256 MiB, no OOM)
+without oomhero, with `--sources none`, with `--sources ebpf`. Overhead: oomhero's CPU and RSS
+while watching 1, 10, 100 idle cgroups.
 
 Writes raw samples and the summary (report.summarise) to JSON; bench/report.py renders them.
 """
@@ -52,6 +56,12 @@ class Mode:
     name: str
     args: tuple[str, ...]
     needs: tuple[str, ...] = ()  # watch flags that must exist for the mode to mean anything
+    probe: bool = False  # loads the eBPF probe: one watcher and cgroup for all its runs
+    overhead: bool = True  # part of the idle-overhead measurement
+
+
+ADAPTIVE = ("--sources", "--poll-floor")
+EBPF = (*ADAPTIVE, "--bpf-signal")
 
 
 # One line per configuration. `--sources none` is dropped where the flag does not exist yet:
@@ -59,8 +69,22 @@ class Mode:
 MODES = [
     Mode("poll-1s", ("--interval", "1s", "--sources", "none")),
     Mode("poll-100ms", ("--interval", "100ms", "--sources", "none")),
-    Mode("adaptive", ("--sources", "none"), needs=("--sources", "--poll-floor")),
-    Mode("events", (), needs=("--sources", "--poll-floor")),
+    Mode("adaptive", ("--sources", "none"), needs=ADAPTIVE),
+    Mode("events", (), needs=ADAPTIVE),
+    Mode("ebpf", ("--sources", "ebpf"), needs=EBPF, probe=True),
+    # Idle, it is `ebpf` to the byte: no second compile in the overhead part.
+    Mode(
+        "ebpf-signal", ("--sources", "ebpf", "--bpf-signal"), needs=EBPF, probe=True, overhead=False
+    ),
+]
+PROBE_TIMEOUT = 600.0  # s: the probe's compile takes 20-30 s under TCG, more on a busy host
+# Probe cost: alloc unpaced into a cgroup this big, COST_ALLOC MiB per repeat (never near OOM).
+COST_LIMIT, COST_ALLOC = 512, 256
+COST_CONFIGS = [  # (name, oomhero watch args or None: no oomhero), in this order
+    ("none", None),
+    ("adaptive", ("--sources", "none")),
+    ("ebpf", ("--sources", "ebpf")),
+    ("none", None),  # again: drift over the measurement shows as a before/after difference
 ]
 # After oomhero is ready, the workload waits SETTLE (start-up over, adaptive polling backed off to
 # its ceiling) plus a random phase in [0, PHASE): started at a fixed delay after oomhero's first
@@ -102,12 +126,14 @@ def oomhero_cwd() -> Path:
 
 
 def snapshot_oomhero() -> str:
-    """Copy the package to the guest's tmpfs; return a digest of what was copied."""
+    """Copy the package (and bpf/, the probe's source, which oomhero/ebpf.py reads from next to
+    the package) to the guest's tmpfs; return a digest of what was copied."""
     shutil.copytree(
         REPO / "oomhero", SNAPSHOT / "oomhero", ignore=shutil.ignore_patterns("__pycache__")
     )
+    shutil.copytree(REPO / "bpf", SNAPSHOT / "bpf")
     digest = hashlib.sha256()
-    for path in sorted((SNAPSHOT / "oomhero").rglob("*.py")):
+    for path in sorted([*(SNAPSHOT / "oomhero").rglob("*.py"), *(SNAPSHOT / "bpf").rglob("*.c")]):
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -149,7 +175,7 @@ def make_cgroup(name: str, limit: int) -> Path:
     return path
 
 
-def kill_and_remove(path: Path) -> None:
+def kill_members(path: Path) -> None:
     for _ in range(100):
         pids = (path / "cgroup.procs").read_text().split()
         if not pids:
@@ -158,6 +184,10 @@ def kill_and_remove(path: Path) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGKILL)
         time.sleep(0.02)
+
+
+def kill_and_remove(path: Path) -> None:
+    kill_members(path)
     for _ in range(100):
         try:
             path.rmdir()
@@ -204,17 +234,37 @@ class Watcher:
                 argv, stdout=f, stderr=subprocess.STDOUT, env=oomhero_env(), cwd=oomhero_cwd()
             )
 
-    def wait_ready(self, timeout: float = 120) -> float:
-        """Seconds until it logged "watching target" for every target."""
+    def wait_ready(self, timeout: float = 120, source: str | None = None) -> float:
+        """Seconds until it logged "watching target" for every target and, given a source,
+        "source ready" for it (the eBPF probe: compiled and attached). "source unavailable"
+        for that source fails with its reason."""
         start = time.monotonic()
+        self.ready_record: dict = {}
         while time.monotonic() - start < timeout:
             records = read_jsonl(self.log)
-            if sum(r.get("msg") == "watching target" for r in records) >= self.count:
+            watching = sum(r.get("msg") == "watching target" for r in records) >= self.count
+            ready = source is None
+            for r in records:
+                if source is not None and r.get("source") == source:
+                    if r.get("msg") == "source unavailable":
+                        raise RuntimeError(f"source unavailable: {source}: {r.get('why')}")
+                    if r.get("msg") == "source ready":
+                        ready, self.ready_record = True, r
+            if watching and ready:
                 return time.monotonic() - start
             if self.process.poll() is not None:
                 raise RuntimeError(f"oomhero exited {self.process.returncode}: {records}")
-            time.sleep(0.02)
+            time.sleep(0.02 if source is None else 0.2)
         raise RuntimeError(f"oomhero not ready after {timeout}s: {read_jsonl(self.log)}")
+
+    def level(self) -> str:
+        """The policy level it last logged for its (single) target: ok, warning or critical."""
+        level = "ok"
+        for r in read_jsonl(self.log):
+            msg = r.get("msg", "")
+            if msg.startswith(("rose to ", "fell to ")):
+                level = msg.split()[2]
+        return level
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -265,6 +315,8 @@ def parse_alloc(path: Path) -> dict:
                 out["handled"][level] = {"t_ns": int(rest[1]), "usage": int(rest[2])}
         elif word == "nokill":
             out["nokill"] = True
+        elif word == "done":
+            out["done_ns"], out["done_usage"], out["done_touched"] = map(int, rest[:3])
     return out
 
 
@@ -287,18 +339,90 @@ def wait_exit(process: subprocess.Popen, timeout: float) -> int | None:
         os.close(fd)
 
 
+@dataclass
+class Shared:
+    """One cgroup and one `oomhero watch` for every run of a probe mode: the probe compiles
+    once. It is keyed by cgroup id (the directory's inode), so the cgroup stays too; between
+    runs it is emptied (the OOM killer did that) and oomhero has fallen back to ok."""
+
+    mode: Mode
+    cgroup: Path
+    watcher: Watcher
+    ready_s: float
+
+    @classmethod
+    def start(cls, mode: Mode, flags: set[str], limit: int) -> Shared:
+        cgroup = make_cgroup(f"lat-{mode.name}", limit)
+        watcher = Watcher([cgroup], mode_argv(mode, flags), WORK / f"{mode.name}.oomhero")
+        try:
+            ready = watcher.wait_ready(PROBE_TIMEOUT, source="ebpf")
+        except BaseException:
+            watcher.stop()
+            kill_and_remove(cgroup)
+            raise
+        print(
+            f"{mode.name}: probe ready after {ready:.1f}s "
+            f"(compile {watcher.ready_record.get('compile_seconds')}s)",
+            flush=True,
+        )
+        return cls(mode, cgroup, watcher, ready)
+
+    def describe(self) -> dict:
+        return {
+            "ready_s": round(self.ready_s, 3),
+            "compile_s": self.watcher.ready_record.get("compile_seconds"),
+            "probe": self.watcher.ready_record.get("probe"),
+        }
+
+    def wait_idle(self, limit: int, timeout: float = 60) -> float:
+        """Seconds until the cgroup is empty, its usage far below warning, and oomhero back at
+        ok (so the probe's thresholds are re-armed): the state a fresh watcher starts in."""
+        start = time.monotonic()
+        kill_members(self.cgroup)
+        while time.monotonic() - start < timeout:
+            if self.watcher.process.poll() is not None:
+                raise RuntimeError(f"oomhero exited {self.watcher.process.returncode}")
+            usage = int((self.cgroup / "memory.current").read_text())
+            if usage < limit // 2 and self.watcher.level() == "ok":
+                return time.monotonic() - start
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.mode.name}: oomhero not back at ok after {timeout}s")
+
+    def close(self) -> None:
+        self.watcher.stop()
+        kill_and_remove(self.cgroup)
+
+
 def latency_run(
-    mode: Mode, flags: set[str], rate: str, run: int, limit: int, seq: int, phase: float
+    mode: Mode,
+    flags: set[str],
+    rate: str,
+    run: int,
+    limit: int,
+    seq: int,
+    phase: float,
+    shared: Shared | None = None,
 ) -> dict:
     name = f"{mode.name}-{rate}-{run}"
-    cgroup = make_cgroup(f"lat{seq}", limit)
     out = WORK / f"{name}.alloc"
-    watcher = Watcher([cgroup], mode_argv(mode, flags), WORK / f"{name}.oomhero")
     record: dict = {"mode": mode.name, "rate": rate, "run": run, "chunk": chunk_for(rate)}
     record["phase_s"] = round(phase, 3)
+    if shared is None:
+        cgroup = make_cgroup(f"lat{seq}", limit)
+        watcher = Watcher([cgroup], mode_argv(mode, flags), WORK / f"{name}.oomhero")
+        first = 0
+    else:
+        cgroup, watcher = shared.cgroup, shared.watcher
+        record["shared_watcher"] = True
+        record["oomhero_idle_wait_s"] = round(shared.wait_idle(limit), 3)
+        first = len(read_jsonl(watcher.log))  # this run's log records start here
     try:
-        record["oomhero_ready_s"] = round(watcher.wait_ready(), 3)
+        if shared is None:
+            record["oomhero_ready_s"] = round(watcher.wait_ready(), 3)
         time.sleep(SETTLE + phase)
+        if shared is not None and watcher.level() != "ok":  # a late sample of the last run
+            shared.wait_idle(limit)
+        events0 = memory_events(cgroup)
         cpu0, t0 = watcher.cpu_seconds(), time.monotonic()
         rate_arg = "0" if rate == "max" else rate
         argv = [str(ALLOC), str(cgroup / "memory.current"), str(limit), rate_arg]
@@ -313,15 +437,31 @@ def latency_run(
         record["died_ns"] = died_ns
         record["oomhero_cpu_s"] = round(watcher.cpu_seconds() - cpu0, 3)
         record["oomhero_busy_s"] = round(time.monotonic() - t0, 3)
-        record["memory_events"] = memory_events(cgroup)
+        # This run's events (the shared cgroup's counters run on across runs).
+        events = memory_events(cgroup)
+        record["memory_events"] = {k: v - events0.get(k, 0) for k, v in events.items()}
     finally:
-        logs = watcher.stop()
-        record["oomhero_exit"] = watcher.process.returncode
-        kill_and_remove(cgroup)
+        if shared is None:
+            logs = watcher.stop()
+            record["oomhero_exit"] = watcher.process.returncode
+            kill_and_remove(cgroup)
+    if shared is not None:
+        # Everything this run made oomhero say is logged by the time it is back at ok.
+        record["oomhero_back_to_ok_s"] = round(shared.wait_idle(limit), 3)
+        logs = read_jsonl(watcher.log)[first:]
     record["oomhero_signals"] = [
         {k: r.get(k) for k in ("signal", "percent", "source", "usage_mib", "time")}
+        | {"where": "kernel" if r["msg"] == "signal sent in the kernel" else "user"}
+        | {k: r[k] for k in ("since_charge_ms", "probe_percent") if k in r}
         for r in logs
-        if r.get("msg") == "signal sent"
+        if r.get("msg") in ("signal sent", "signal sent in the kernel")
+    ]
+    # What oomhero decided and whom it could signal (the target's processes are learnt by the
+    # rescan, once a second: a crossing before that finds "no process to signal").
+    record["oomhero_log"] = [
+        {k: r.get(k) for k in ("time", "msg", "source", "percent", "since_charge_ms") if k in r}
+        for r in logs
+        if r.get("msg", "").startswith(("rose to ", "fell to ", "no process", "oom kill"))
     ]
     record["oomhero_problems"] = [r for r in logs if r.get("level") in ("error", "critical")]
     record["oomhero_problems"] += [r for r in logs if "raw" in r][:20]
@@ -352,20 +492,96 @@ def describe(r: dict) -> str:
     def ms(v: float | None) -> str:
         return "miss" if v is None else f"{v:.0f}ms"
 
+    if "error" in r:
+        return f"{r['mode']:>11} {r['rate']:>4} MiB/s run {r['run']}: ERROR {r['error']}"[:400]
     rate = r.get("achieved_mibps")
     return (
-        f"{r['mode']:>10} {r['rate']:>4} MiB/s run {r['run']}: achieved "
+        f"{r['mode']:>11} {r['rate']:>4} MiB/s run {r['run']}: achieved "
         f"{rate and round(rate)} MiB/s, warning {ms(r['warning_latency_ms'])}, critical "
         f"{ms(r['critical_latency_ms'])}, exit {r['exit']}, oom_kill "
         f"{r['memory_events'].get('oom_kill')}, crit→death {ms(r.get('critical_to_death_ms'))}"
     )
 
 
+# -- probe cost ------------------------------------------------------------------------------
+
+
+def alloc_throughput(cgroup: Path, limit: int, stop: int, out: Path) -> dict:
+    """One unpaced alloc of `stop` bytes into the cgroup (never near its limit): MiB/s."""
+    argv = [str(ALLOC), str(cgroup / "memory.current"), str(limit), "0", str(chunk_for("max"))]
+    argv += [str(out), str(WARNING), str(CRITICAL), str(stop)]
+    alloc = spawn_in(cgroup, argv)
+    if wait_exit(alloc, timeout=300) is None:
+        alloc.kill()
+    code = alloc.wait()
+    parsed = parse_alloc(out)
+    if code != 0 or "done_ns" not in parsed:
+        return {"error": f"alloc exited {code}", "memory_events": memory_events(cgroup)}
+    seconds = (parsed["done_ns"] - parsed["start_ns"]) / 1e9
+    return {"mibps": parsed["done_touched"] / MIB / seconds, "seconds": seconds}
+
+
+def probe_cost(flags: set[str], repeats: int) -> dict:
+    """The workload's unpaced allocation throughput without oomhero, with oomhero polling only,
+    and with the probe attached and watching its cgroup (thresholds far above: every charge is
+    checked, none crosses). Blocks in COST_CONFIGS order; each block `repeats` allocs."""
+    limit, stop = COST_LIMIT * MIB, COST_ALLOC * MIB
+    result: dict = {"limit_mib": COST_LIMIT, "alloc_mib": COST_ALLOC, "repeats": repeats}
+    result |= {"chunk": chunk_for("max"), "samples": [], "watchers": {}}
+    cgroup = make_cgroup("cost", limit)
+    try:
+        for block, (config, args) in enumerate(COST_CONFIGS):
+            watcher = None
+            if args is not None:
+                watcher = Watcher([cgroup], [*args], WORK / f"cost-{config}.oomhero")
+                try:
+                    if "ebpf" in args:
+                        ready = watcher.wait_ready(PROBE_TIMEOUT, source="ebpf")
+                    else:
+                        ready = watcher.wait_ready()
+                except RuntimeError as exc:
+                    watcher.stop()
+                    result["watchers"][config] = {"error": str(exc)[-2000:]}
+                    print(f"probe cost {config}: ERROR {exc}"[:400], flush=True)
+                    continue
+                result["watchers"][config] = {"ready_s": round(ready, 3)}
+                result["watchers"][config] |= {
+                    k: watcher.ready_record[k]
+                    for k in ("compile_seconds", "probe")
+                    if k in watcher.ready_record
+                }
+                time.sleep(2)  # past start-up work
+            try:
+                # Repeat 0 is a warm-up, left out of the figures: the first alloc of a block
+                # runs at half speed (guest memory the host has not backed yet, or just freed).
+                for i in range(repeats + 1):
+                    out = WORK / f"cost-{block}-{config}-{i}.alloc"
+                    sample = {"config": config, "block": block, "repeat": i, "warmup": i == 0}
+                    sample |= alloc_throughput(cgroup, limit, stop, out)
+                    out.unlink(missing_ok=True)  # its tmpfs pages are charged to the cgroup
+                    result["samples"].append(sample)
+                    time.sleep(0.2)
+            finally:
+                if watcher is not None:
+                    watcher.stop()
+            mine = [x for x in result["samples"] if x["block"] == block and "mibps" in x]
+            text = " ".join(f"{x['mibps']:.0f}" + "(warm-up)" * x["warmup"] for x in mine)
+            print(
+                f"probe cost {config:>8}: {text} MiB/s",
+                flush=True,
+            )
+    finally:
+        kill_and_remove(cgroup)
+    return result
+
+
 # -- overhead --------------------------------------------------------------------------------
 
 
 def overhead(modes: list[Mode], flags: set[str], counts: list[int], window: float) -> list[dict]:
-    """oomhero's CPU seconds per second and RSS watching N idle cgroups (one `sleep` each)."""
+    """oomhero's CPU seconds per second and RSS watching N idle cgroups (one `sleep` each).
+    Modes with overhead=False are left out (ebpf-signal: idle, the same process as ebpf)."""
+    modes = [m for m in modes if m.overhead]
     idle = [make_cgroup(f"idle{i}", 256 * MIB) for i in range(max(counts))]
     sleepers = [spawn_in(cg, ["sleep", "100000"]) for cg in idle]
     results = []
@@ -374,12 +590,18 @@ def overhead(modes: list[Mode], flags: set[str], counts: list[int], window: floa
             for mode in modes:
                 watcher = Watcher(idle[:count], mode_argv(mode, flags), WORK / "overhead.log")
                 try:
-                    ready = watcher.wait_ready()
+                    if mode.probe:  # the window starts once the probe is in, not while compiling
+                        ready = watcher.wait_ready(PROBE_TIMEOUT, source="ebpf")
+                    else:
+                        ready = watcher.wait_ready()
                     time.sleep(2)  # past start-up work, and adaptive polling has backed off
                     cpu0, t0 = watcher.cpu_seconds(), time.monotonic()
                     time.sleep(window)
                     cpu = (watcher.cpu_seconds() - cpu0) / (time.monotonic() - t0)
                     mem = watcher.rss_mib()
+                except RuntimeError as exc:  # e.g. the probe unavailable: keep the other rows
+                    print(f"overhead {mode.name} {count}: ERROR {exc}"[:400], flush=True)
+                    continue
                 finally:
                     watcher.stop()
                 row = {"mode": mode.name, "cgroups": count, "window_s": window}
@@ -414,7 +636,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--window", type=float, help="overhead window, seconds (default 10)")
     p.add_argument("--no-overhead", action="store_true", help="skip the overhead part")
     p.add_argument("--no-latency", action="store_true", help="skip the latency part")
-    p.add_argument("--quick", action="store_true", help="rates 64,max; 2 runs; counts 1,10; 3 s")
+    p.add_argument(
+        "--no-probe-cost",
+        action="store_true",
+        help="skip the probe-cost part (it runs when an eBPF mode is selected)",
+    )
+    p.add_argument(
+        "--cost-repeats", type=int, help="allocs per probe-cost block (default 7; --quick 5)"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="rates 64,max; 2 runs; counts 1,10; 3 s; 5 repeats"
+    )
     p.add_argument("--seed", type=int, default=1, help="seed of the start phases (default 1)")
     p.add_argument("--limit", type=int, default=256, help="cgroup limit, MiB (default 256)")
     p.add_argument(
@@ -424,10 +656,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "bench/.build/results-dev.json when any selection flag is given)",
     )
     args = p.parse_args(argv)
-    partial = args.quick or any(
-        v is not None for v in (args.modes, args.rates, args.runs, args.counts, args.window)
-    )
-    partial = partial or args.no_overhead or args.no_latency or args.limit != 256
+    selections = (args.modes, args.rates, args.runs, args.counts, args.window, args.cost_repeats)
+    partial = args.quick or any(v is not None for v in selections)
+    partial = partial or args.no_overhead or args.no_latency or args.no_probe_cost
+    partial = partial or args.limit != 256
     args.partial = partial
     if args.out is None:
         args.out = BENCH / (".build/results-dev.json" if partial else "results.json")
@@ -436,6 +668,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.counts = [int(c) for c in args.counts.split(",")] if args.counts else None
     args.counts = args.counts or ([1, 10] if args.quick else [1, 10, 100])
     args.window = args.window or (3.0 if args.quick else 10.0)
+    args.cost_repeats = args.cost_repeats or (5 if args.quick else 7)
     wanted = args.modes.split(",") if args.modes else names
     unknown = set(wanted) - set(names)
     if unknown:
@@ -465,7 +698,8 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m for m in args.modes if all(f in flags for f in m.needs)]
     skipped = [m.name for m in args.modes if m not in modes]
     if skipped:
-        print(f"skipping {skipped}: oomhero watch lacks {sorted({*MODES[2].needs} - flags)}")
+        lacks = sorted({f for m in args.modes if m.name in skipped for f in m.needs} - flags)
+        print(f"skipping {skipped}: oomhero watch lacks {lacks}")
     write(CGROOT / "cgroup.subtree_control", "+memory")
     BASE.mkdir(exist_ok=True)
     write(BASE / "cgroup.subtree_control", "+memory")
@@ -499,29 +733,15 @@ def main(argv: list[str] | None = None) -> int:
         },
         "latency": [],
         "overhead": [],
+        "probe_cost": None,
+        "probe_start": {},
     }
+    if any(m.probe for m in modes) and not args.no_probe_cost:
+        # First, on a quiet guest: no probe has been attached yet.
+        results["probe_cost"] = probe_cost(flags, args.cost_repeats)
+        save(args.out, results)
     if not args.no_latency:
-        # Modes interleave within each run so slow drift in the guest hits them all alike.
-        seq, rng = 0, random.Random(args.seed)
-        for run in range(1, args.runs + 1):
-            for rate in args.rates:
-                phase = rng.uniform(0, PHASE)
-                slow = rate != "max" and float(rate) < 64
-                if slow and run > (args.slow_runs or args.runs):
-                    continue
-                for mode in modes:
-                    seq += 1
-                    try:
-                        record = latency_run(mode, flags, rate, run, limit, seq, phase)
-                    except RuntimeError as exc:  # oomhero did not start: keep the other runs
-                        record = {"mode": mode.name, "rate": rate, "run": run}
-                        record["error"] = str(exc)[-2000:]
-                        print(f"{mode.name} {rate} run {run}: ERROR {exc}"[:400], flush=True)
-                        results["latency"].append(record)
-                        continue
-                    results["latency"].append(record)
-                    print(describe(record), flush=True)
-                    save(args.out, results)
+        latency(args, modes, flags, limit, results)
     if not args.no_overhead:
         results["overhead"] = overhead(modes, flags, args.counts, args.window)
     results["meta"]["wall_s"] = round(time.monotonic() - started, 1)
@@ -529,6 +749,60 @@ def main(argv: list[str] | None = None) -> int:
     print(report.table(results))
     print(f"bench: {results['meta']['wall_s']:.0f}s in the guest; results in {args.out}")
     return 0
+
+
+def latency(
+    args: argparse.Namespace, modes: list[Mode], flags: set[str], limit: int, results: dict
+) -> None:
+    """The modes without the probe interleave within each run, so slow drift in the guest hits
+    them all alike; each probe mode then runs as a block of its own, on one watcher (one
+    compile), with the same phases. Only one probe is ever attached: every charge on the guest
+    goes through it, and a second one would tax the first one's workload."""
+    plan, rng = [], random.Random(args.seed)
+    for run in range(1, args.runs + 1):
+        for rate in args.rates:
+            phase = rng.uniform(0, PHASE)
+            slow = rate != "max" and float(rate) < 64
+            if not (slow and run > (args.slow_runs or args.runs)):
+                plan.append((run, rate, phase))
+
+    def one(mode: Mode, run: int, rate: str, phase: float, seq: int, shared: Shared | None):
+        try:
+            record = latency_run(mode, flags, rate, run, limit, seq, phase, shared)
+        except RuntimeError as exc:  # oomhero did not start or died: keep the other runs
+            record = {"mode": mode.name, "rate": rate, "run": run, "error": str(exc)[-2000:]}
+        results["latency"].append(record)
+        print(describe(record), flush=True)
+        save(args.out, results)
+
+    seq = 0
+    for run, rate, phase in plan:
+        for mode in (m for m in modes if not m.probe):
+            seq += 1
+            one(mode, run, rate, phase, seq, None)
+    for mode in (m for m in modes if m.probe):
+        shared = None
+        for run, rate, phase in plan:
+            if shared is not None and shared.watcher.process.poll() is not None:
+                print(f"{mode.name}: oomhero exited {shared.watcher.process.returncode}; again")
+                shared.close()
+                shared = None
+            if shared is None:
+                try:
+                    shared = Shared.start(mode, flags, limit)
+                    results["probe_start"].setdefault(mode.name, []).append(shared.describe())
+                except RuntimeError as exc:  # e.g. "source unavailable": fail each run with it
+                    results["probe_start"].setdefault(mode.name, []).append({"error": str(exc)})
+                    for run_, rate_, _ in plan[plan.index((run, rate, phase)) :]:
+                        record = {"mode": mode.name, "rate": rate_, "run": run_}
+                        record["error"] = str(exc)[-2000:]
+                        results["latency"].append(record)
+                        print(describe(record), flush=True)
+                    save(args.out, results)
+                    break
+            one(mode, run, rate, phase, 0, shared)
+        if shared is not None:
+            shared.close()
 
 
 def _mem_total_mib() -> int:
