@@ -290,6 +290,7 @@ class Engine:
     def _signal(self, target: Target, decision: Decision, fields: dict) -> None:
         own = target.settings
         sig = own.critical_signal if decision.signal is Level.CRITICAL else own.warning_signal
+        self._refresh_members(target)
         chosen = target.processes.chosen(self.settings.signal_target)
         in_kernel, target.signalled_in_kernel = target.signalled_in_kernel, set()
         if decision.signal is Level.CRITICAL and in_kernel:
@@ -335,6 +336,14 @@ class Engine:
                     signal=sig.name,
                     why=denied_hint(process),
                 )
+
+    def _refresh_members(self, target: Target) -> None:
+        """Scan again before signalling: a process that started since the last scan (a new
+        workload can cross both thresholds within one rescan interval) must get the signal too.
+        Crossings are rare, so the scan's cost is too."""
+        item = self.scanner.scan().get(target.key)
+        if item is not None:
+            target.processes.sync(item.members)
 
     def _say_once(self, target: Target, what: str, level: int, msg: str, **fields: object) -> None:
         if what not in target.said:

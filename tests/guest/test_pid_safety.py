@@ -65,7 +65,7 @@ def test_exited_and_reused_pid_is_never_signalled(tmp_path):
         wait_for(lambda: marks.exists() and "ready" in marks.read_text(), 60, "the newcomer")
 
         workload.to(55)
-        engine.sample_all("poll")  # no rescan in between: the stale entry is still there
+        engine.sample_all("poll")  # the scan before signalling, then the pidfd, guard the newcomer
         wait_for(workload.signals, 30, "the workload's SIGUSR1")
 
         assert marks.read_text().split() == ["ready"], (

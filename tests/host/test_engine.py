@@ -285,10 +285,13 @@ def test_no_process_left_to_signal_is_logged(sleeper, json_log, make_engine):
     engine.rescan()
     sleeper.kill()
     sleeper.wait()
-    engine.sample_all("poll")  # the send finds it gone
+    engine.sample_all("poll")  # the scan before signalling finds it gone
     engine.sample_all("poll")
     assert messages(json_log, "signal sent") == []
-    assert [m["signal"] for m in messages(json_log, "no process to signal")] == ["SIGUSR2"]
+    assert [m["signal"] for m in messages(json_log, "no process to signal")] == [
+        "SIGUSR1",
+        "SIGUSR2",
+    ]
 
 
 def test_unreadable_sample_is_said_once_then_recovers(recorder, json_log, make_engine):
@@ -362,3 +365,22 @@ def test_a_zero_limit_does_not_stop_the_other_targets(tmp_path, json_log, make_e
     finally:
         first.stop()
         second.stop()
+
+
+def test_a_process_started_since_the_last_scan_still_gets_the_signal(tmp_path, recorder, json_log):
+    from .helpers import Recorder
+
+    reader = ScriptedReader([percent(10), percent(80)])
+    scanner = FakeScanner(app=([recorder.pid], reader))
+    engine = Engine(scanner, WatchSettings(warning=75, critical=90, sources=()), clock=Clock())
+    late = Recorder(tmp_path, "late")
+    try:
+        engine.rescan()
+        engine.sample_all("poll")
+        scanner.targets["app"] = ([recorder.pid, late.pid], reader)  # started after the scan
+        engine.sample_all("poll")  # crosses warning before any rescan
+        assert late.received() == ["SIGUSR1"]
+        assert recorder.received() == ["SIGUSR1"]
+    finally:
+        late.stop()
+        engine.close()
