@@ -1,80 +1,76 @@
-// A kprobe on the memcg charge path (try_charge_memcg, or try_charge on older kernels) that
-// checks each watched cgroup's thresholds in the kernel, at the moment of the charge.
+// The charge probe as a libbpf CO-RE object, built ahead of time (make, the wheel, the image)
+// and loaded by oomhero/sources/ebpf/core.py: no compiler at run time, one .o for every kernel
+// with BTF. The check itself is shared with the bcc build in memcg_threshold.h.
 //
-// User space (oomhero/ebpf.py) fills `watches`, keyed by the cgroup's id (its directory's
-// inode number), with the warning and critical thresholds in pages and which of them are
-// armed. A charge that takes usage to an armed threshold disarms it and pushes one event; user
-// space re-arms a level once the policy's hysteresis lets it go. Charges that cross nothing
-// cost a hash lookup and two reads: no event, no lock.
-//
-// Compile-time constants: PIDNS_DEV and PIDNS_INO name oomhero's PID namespace; SIGNAL_ON_CRITICAL
-// (for --bpf-signal) makes the probe itself send that
-// signal to the task that is charging, before the allocation returns to user space.
+// Three programs, of which the loader loads one: fentry on try_charge_memcg (a BPF trampoline,
+// cheaper than a kprobe), else a kprobe on try_charge_memcg (5.15+) or try_charge (before).
 
-#include <linux/memcontrol.h>
-#include <linux/kernfs.h>
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
 
-#define ARMED_WARNING 1
-#define ARMED_CRITICAL 2
+#include "memcg_threshold.h"
 
-struct watch {
-    u64 warning_pages;
-    u64 critical_pages;
-    u32 armed;
-    u32 pad;
-};
+char LICENSE[] SEC("license") = "GPL";  // bpf_send_signal and the kprobe helpers need it
 
-struct event {
-    u64 cgroup_id;
-    u64 usage_pages;  // usage including the pages being charged
-    u64 ktime_ns;     // bpf_ktime_get_ns(): CLOCK_MONOTONIC
-    u32 level;        // 1 warning, 2 critical
-    u32 pid;          // the charging process, as oomhero's PID namespace numbers it (0: not in it)
-    u32 signalled;    // the probe sent SIGNAL_ON_CRITICAL itself
-    u32 pad;
-};
+// Set by the loader before load (.rodata, frozen: the verifier sees constants). The layout is
+// mirrored in core.py, which checks the section's size.
+const volatile struct {
+    __u64 pidns_dev;  // oomhero's PID namespace, as bpf_get_ns_current_pid_tgid() wants it
+    __u64 pidns_ino;
+    __u32 signal_on_critical;  // --bpf-signal: the critical signal's number, else 0
+    __u32 pad;
+} settings = {};
 
-BPF_HASH(watches, u64, struct watch, 4096);
-BPF_RINGBUF_OUTPUT(events, 16);
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 4096);
+    __type(key, __u64);
+    __type(value, struct watch);
+} watches SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, 16 * 4096);
+} events SEC(".maps");
 
 // try_charge_memcg(struct mem_cgroup *memcg, gfp_t gfp_mask, unsigned int nr_pages), and
 // try_charge() before 5.15 with the same arguments.
-int on_charge(struct pt_regs *ctx, struct mem_cgroup *memcg, gfp_t gfp_mask,
-              unsigned int nr_pages)
+static __always_inline int on_charge(struct mem_cgroup *memcg, unsigned int nr_pages)
 {
-    u64 id = memcg->css.cgroup->kn->id;
-    struct watch *watch = watches.lookup(&id);
-    if (!watch)
+    __u64 id = BPF_CORE_READ(memcg, css.cgroup, kn, id);
+    struct watch *watch = bpf_map_lookup_elem(&watches, &id);
+    if (!watch || !watch->armed)
         return 0;
-    u32 armed = watch->armed;
-    if (!armed)
-        return 0;
-    u64 usage = memcg->memory.usage.counter + nr_pages;
-    u32 level = 0;
-    if ((armed & ARMED_CRITICAL) && usage >= watch->critical_pages)
-        level = 2;
-    else if ((armed & ARMED_WARNING) && usage >= watch->warning_pages)
-        level = 1;
+    __u64 usage = BPF_CORE_READ(memcg, memory.usage.counter) + nr_pages;  // pages, not bytes
+    __u32 level = watch_crossed(watch, usage);
     if (!level)
         return 0;
-    // Fired: a critical crossing also passes warning on the way.
-    watch->armed = level == 2 ? 0 : (armed & ~ARMED_WARNING);
-
-    struct event *event = events.ringbuf_reserve(sizeof(struct event));
+    struct event *event = bpf_ringbuf_reserve(&events, sizeof(*event), 0);
     if (!event)
         return 0;
-    event->cgroup_id = id;
-    event->usage_pages = usage;
-    event->ktime_ns = bpf_ktime_get_ns();
-    event->level = level;
-    // PIDNS_DEV/PIDNS_INO: oomhero's PID namespace (a sidecar's is the pod's, not the host's).
-    struct bpf_pidns_info ns = {};
-    event->pid = bpf_get_ns_current_pid_tgid(PIDNS_DEV, PIDNS_INO, &ns, sizeof(ns)) ? 0 : ns.tgid;
-    event->signalled = 0;
-#if SIGNAL_ON_CRITICAL
-    if (level == 2 && bpf_send_signal(SIGNAL_ON_CRITICAL) == 0)
-        event->signalled = 1;
-#endif
-    events.ringbuf_submit(event, 0);
+    event_fill(event, id, usage, level, settings.pidns_dev, settings.pidns_ino,
+               settings.signal_on_critical);
+    bpf_ringbuf_submit(event, 0);
     return 0;
+}
+
+SEC("fentry/try_charge_memcg")
+int BPF_PROG(charge_fentry, struct mem_cgroup *memcg, gfp_t gfp_mask, unsigned int nr_pages)
+{
+    return on_charge(memcg, nr_pages);
+}
+
+SEC("kprobe/try_charge_memcg")
+int BPF_KPROBE(charge_kprobe, struct mem_cgroup *memcg, gfp_t gfp_mask, unsigned int nr_pages)
+{
+    return on_charge(memcg, nr_pages);
+}
+
+SEC("kprobe/try_charge")
+int BPF_KPROBE(charge_kprobe_old, struct mem_cgroup *memcg, gfp_t gfp_mask,
+               unsigned int nr_pages)
+{
+    return on_charge(memcg, nr_pages);
 }

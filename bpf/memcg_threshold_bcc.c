@@ -1,0 +1,35 @@
+// The charge probe for bcc, compiled at start against the kernel's headers: the fallback for
+// kernels without BTF, or where the CO-RE object (memcg_threshold.bpf.c) is refused.
+//
+// A kprobe on try_charge_memcg (try_charge on older kernels); the check itself is shared with
+// the CO-RE build in memcg_threshold.h. Compile-time constants: PIDNS_DEV and PIDNS_INO name
+// oomhero's PID namespace; SIGNAL_ON_CRITICAL (for --bpf-signal, else 0).
+
+#include <linux/memcontrol.h>
+#include <linux/kernfs.h>
+
+#include "memcg_threshold.h"
+
+BPF_HASH(watches, u64, struct watch, 4096);
+BPF_RINGBUF_OUTPUT(events, 16);
+
+// try_charge_memcg(struct mem_cgroup *memcg, gfp_t gfp_mask, unsigned int nr_pages), and
+// try_charge() before 5.15 with the same arguments.
+int on_charge(struct pt_regs *ctx, struct mem_cgroup *memcg, gfp_t gfp_mask,
+              unsigned int nr_pages)
+{
+    u64 id = memcg->css.cgroup->kn->id;
+    struct watch *watch = watches.lookup(&id);
+    if (!watch || !watch->armed)
+        return 0;
+    u64 usage = memcg->memory.usage.counter + nr_pages;  // pages, not bytes
+    u32 level = watch_crossed(watch, usage);
+    if (!level)
+        return 0;
+    struct event *event = events.ringbuf_reserve(sizeof(struct event));
+    if (!event)
+        return 0;
+    event_fill(event, id, usage, level, PIDNS_DEV, PIDNS_INO, SIGNAL_ON_CRITICAL);
+    events.ringbuf_submit(event, 0);
+    return 0;
+}
