@@ -8,6 +8,9 @@ RESULTS := test-results
 .PHONY: demo test test-host test-guest test-guest-v2 test-guest-v1 test-guest-trixie lint format venv clean bench
 
 STAMP  := $(VENV)/.installed
+# The CO-RE probe, built ahead of time (bpf/README.md); without clang it is skipped (bcc then).
+BPF_OBJ := oomhero/sources/ebpf/memcg_threshold.bpf.o
+BUILT  := $(STAMP) $(BPF_OBJ)
 
 # Debian's python3 with system site-packages: the eBPF path needs Debian's python3-bpfcc.
 $(STAMP): pyproject.toml
@@ -15,14 +18,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-venv: $(STAMP)
+$(BPF_OBJ): bpf/memcg_threshold.bpf.c bpf/memcg_threshold.h bpf/vmlinux.h bpf/build.py
+	/usr/bin/python3 bpf/build.py $@
 
-demo: $(STAMP)
+venv: $(BUILT)
+
+demo: $(BUILT)
 	$(VENV)/bin/oomhero demo
 
 # Every suite runs even when an earlier one fails; the summary line counts all of them and
 # fails when any failed or when a guest suite ran no test.
-test: $(STAMP)
+test: $(BUILT)
 	rm -rf $(RESULTS); mkdir -p $(RESULTS)
 	-$(MAKE) --no-print-directory test-host
 	-$(MAKE) --no-print-directory test-guest-v2
@@ -31,19 +37,19 @@ test: $(STAMP)
 	$(PY) tests/junit_summary.py $(RESULTS)/host.xml $(RESULTS)/guest-v2.xml \
 		$(RESULTS)/guest-v1.xml $(RESULTS)/guest-trixie.xml
 
-test-host: $(STAMP)
+test-host: $(BUILT)
 	$(PYTEST) tests --junitxml=$(RESULTS)/host.xml
 
 test-guest: test-guest-v2 test-guest-v1 test-guest-trixie
 
-test-guest-v2: $(STAMP)
+test-guest-v2: $(BUILT)
 	guest/run -- $(PYTEST) tests/guest --junitxml=$(RESULTS)/guest-v2.xml
 
-test-guest-v1: $(STAMP)
+test-guest-v1: $(BUILT)
 	guest/run --v1 -- $(PYTEST) tests/guest --junitxml=$(RESULTS)/guest-v1.xml
 
 # The eBPF probe on a second kernel: Debian trixie's (its charge path and headers differ).
-test-guest-trixie: $(STAMP)
+test-guest-trixie: $(BUILT)
 	guest/run --kernel trixie -- $(PYTEST) tests/guest/test_ebpf.py \
 		--junitxml=$(RESULTS)/guest-trixie.xml
 
@@ -56,7 +62,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix oomhero tests
 
 clean:
-	rm -rf $(VENV) $(RESULTS) .cache
+	rm -rf $(VENV) $(RESULTS) .cache $(BPF_OBJ)
 
 # The latency/overhead benchmark (bench/README.md; not in CI): ~28 min in one guest boot, then
 # the table and plot are rendered on the host. BENCH_ARGS=--quick for a short run.
