@@ -1,0 +1,134 @@
+"""What both loaders of the charge probe (CO-RE in ``core``, bcc in the package) share.
+
+The map value and event layouts mirror bpf/memcg_threshold.h, and the in-kernel check is that
+header's; here are the armed bits as the policy sets them, the decoding of an event into a
+``Crossing``, and the checks that come before either loader: privilege and a charge function.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass
+
+# Probe targets whose arguments are (memcg, gfp_mask, nr_pages), newest kernels first.
+CHARGE_FUNCTIONS = ("try_charge_memcg", "try_charge")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+ARMED_WARNING, ARMED_CRITICAL = 1, 2
+CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
+
+
+class ProbeError(Exception):
+    """The probe cannot run here; the message says why."""
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """One event from the probe."""
+
+    cgroup_id: int
+    level: int  # 1 warning, 2 critical
+    usage: int  # bytes, including the pages being charged
+    ktime: float  # CLOCK_MONOTONIC seconds of the charge
+    pid: int
+    signalled: bool
+
+
+class Watch(ctypes.Structure):
+    """``struct watch``: the value of the ``watches`` map, keyed by cgroup id."""
+
+    _fields_ = (
+        ("warning_pages", ctypes.c_uint64),
+        ("critical_pages", ctypes.c_uint64),
+        ("armed", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+    )
+
+
+class Event(ctypes.Structure):
+    """``struct event``: one record of the ``events`` ring buffer."""
+
+    _fields_ = (
+        ("cgroup_id", ctypes.c_uint64),
+        ("usage_pages", ctypes.c_uint64),
+        ("ktime_ns", ctypes.c_uint64),
+        ("level", ctypes.c_uint32),
+        ("pid", ctypes.c_uint32),
+        ("signalled", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+    )
+
+
+def watch_value(warning: int, critical: int, armed: int) -> Watch:
+    """A map value for thresholds in bytes: the kernel's page counter counts pages."""
+    return Watch(warning // PAGE, critical // PAGE, armed, 0)
+
+
+def crossing_at(address: int, size: int) -> Crossing:
+    """Decode the event a ring buffer hands over at ``address``."""
+    if size < ctypes.sizeof(Event):
+        raise ProbeError(f"a {size}-byte event from the probe, expected {ctypes.sizeof(Event)}")
+    event = Event.from_address(address)
+    return Crossing(
+        cgroup_id=event.cgroup_id,
+        level=event.level,
+        usage=event.usage_pages * PAGE,
+        ktime=event.ktime_ns / 1e9,
+        pid=event.pid,
+        signalled=bool(event.signalled),
+    )
+
+
+def armed_for(level: int) -> int:
+    """Thresholds the probe watches for a target at policy ``level`` (0 ok, 1 warning,
+    2 critical). The policy leaves a level only past its re-arm point, so this re-arms each
+    threshold exactly when the hysteresis lets it go."""
+    bits = 0
+    if level == 0:
+        bits |= ARMED_WARNING
+    if level <= 1:
+        bits |= ARMED_CRITICAL
+    return bits
+
+
+def charge_function(kallsyms: str = "/proc/kallsyms") -> str:
+    """The first probe-able charge function this kernel has."""
+    try:
+        with open(kallsyms) as f:
+            names = {line.split()[2] for line in f if line.count(" ") >= 2}
+    except OSError as exc:
+        raise ProbeError(f"cannot read {kallsyms}: {exc.strerror}") from None
+    for name in CHARGE_FUNCTIONS:
+        if name in names:
+            return name
+    raise ProbeError(f"no memcg charge function to probe ({' or '.join(CHARGE_FUNCTIONS)})")
+
+
+def may_load_kprobes() -> bool:
+    """Whether this process may load tracing programs (fentry or kprobe)."""
+    with open("/proc/self/status") as f:
+        effective = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+
+    def has(cap: int) -> bool:
+        return bool(effective >> cap & 1)
+
+    return has(CAP_SYS_ADMIN) or (has(CAP_BPF) and has(CAP_PERFMON))
+
+
+def prerequisites() -> str:
+    """What either loader needs: the privilege, and a charge function; returns the function."""
+    if not may_load_kprobes():
+        raise ProbeError("loading the probe needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN")
+    return charge_function()
+
+
+def pid_namespace() -> tuple[int, int]:
+    """This process's PID namespace as bpf_get_ns_current_pid_tgid() wants it: (the kernel's
+    dev_t of nsfs, inode), so event pids are numbered as oomhero sees them."""
+    st = os.stat("/proc/self/ns/pid")
+    return (os.major(st.st_dev) << 20) | os.minor(st.st_dev), st.st_ino
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

@@ -1,0 +1,120 @@
+"""The charge probe as a prebuilt libbpf CO-RE object (bpf/memcg_threshold.bpf.c, compiled by
+the build into memcg_threshold.bpf.o beside this file): no compiler and no LLVM at run time.
+
+libbpf relocates the object's field offsets against the running kernel's BTF, so the same
+``.o`` loads on every kernel that has ``/sys/kernel/btf/vmlinux``. It tries fentry first (a BPF
+trampoline, cheaper than a kprobe), then a kprobe. Loading takes a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import select
+import time
+from pathlib import Path
+
+from . import libbpf
+from .common import Crossing, ProbeError, crossing_at, pid_namespace, watch_value
+
+OBJECT = Path(__file__).resolve().with_name("memcg_threshold.bpf.o")
+# The object's programs by (attach kind, charge function), in the order they are tried.
+PROGRAMS = {
+    ("fentry", "try_charge_memcg"): "charge_fentry",
+    ("kprobe", "try_charge_memcg"): "charge_kprobe",
+    ("kprobe", "try_charge"): "charge_kprobe_old",
+}
+
+
+class Settings(ctypes.Structure):
+    """The object's ``settings`` (its whole ``.rodata``), set before load."""
+
+    _fields_ = (
+        ("pidns_dev", ctypes.c_uint64),
+        ("pidns_ino", ctypes.c_uint64),
+        ("signal_on_critical", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+    )
+
+
+class CoreProbe:
+    """Loads and attaches the CO-RE object (``start``), then serves as a source."""
+
+    name = "ebpf"
+    mask = select.EPOLLIN
+    loader = "core"
+
+    def __init__(self, signal_on_critical: int = 0, path: Path = OBJECT) -> None:
+        self.signal_on_critical = signal_on_critical
+        self.path = path
+        self.function: str | None = None
+        self.attach: str | None = None  # "fentry" or "kprobe"
+        self.refused: str | None = None  # why fentry was not used, when it was tried
+        self.load_seconds: float | None = None
+        self._object: libbpf.BpfObject | None = None
+        self._ring: libbpf.RingBuffer | None = None
+        self._watches_fd = -1
+        self._pending: list[Crossing] = []
+
+    def start(self, function: str) -> None:
+        """Load the first program that the kernel takes for ``function``; ProbeError if none."""
+        if not self.path.exists():
+            raise ProbeError(f"no CO-RE object at {self.path} (the build makes it with clang)")
+        started = time.monotonic()
+        refusals = []
+        for (attach, target), program in PROGRAMS.items():
+            if target != function:
+                continue
+            # Each try opens the object afresh (a refused load leaves it unusable); a file
+            # libbpf cannot open is refused for every program alike.
+            obj = libbpf.BpfObject(str(self.path))
+            try:
+                self._load(obj, program)
+            except ProbeError as exc:
+                obj.close()
+                refusals.append(f"{attach}: {exc}")
+                continue
+            self.function, self.attach = function, attach
+            self.refused = "; ".join(refusals) or None
+            self.load_seconds = time.monotonic() - started
+            return
+        raise ProbeError("; ".join(refusals) or f"no program in the object for {function}")
+
+    def _load(self, obj: libbpf.BpfObject, program: str) -> None:
+        dev, ino = pid_namespace()
+        obj.set_rodata(Settings(dev, ino, self.signal_on_critical, 0))
+        for name in PROGRAMS.values():
+            obj.set_autoload(name, name == program)
+        obj.load()
+        obj.attach(program)
+        self._watches_fd = obj.map_fd("watches")
+        self._ring = libbpf.RingBuffer(obj.map_fd("events"), self._on_record)
+        self._object = obj
+
+    # -- as a source in the loop -------------------------------------------------------------
+    def fileno(self) -> int:
+        return self._ring.fileno()
+
+    def consume(self) -> list[Crossing]:
+        self._pending = []
+        self._ring.consume()
+        return self._pending
+
+    def _on_record(self, address: int, size: int) -> None:
+        self._pending.append(crossing_at(address, size))
+
+    def watch(self, cid: int, warning: int, critical: int, armed: int) -> None:
+        """Set a cgroup's thresholds (bytes) and armed bits in the probe's map."""
+        libbpf.update_elem(self._watches_fd, ctypes.c_uint64(cid), watch_value(warning, critical, armed))
+
+    def unwatch(self, cid: int) -> None:
+        with contextlib.suppress(FileNotFoundError):  # never written, or already gone
+            libbpf.delete_elem(self._watches_fd, ctypes.c_uint64(cid))
+
+    def close(self) -> None:
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+        if self._object is not None:
+            self._object.close()
+            self._object = None
