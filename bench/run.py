@@ -362,7 +362,7 @@ class Shared:
             raise
         print(
             f"{mode.name}: probe ready after {ready:.1f}s "
-            f"(compile {watcher.ready_record.get('compile_seconds')}s)",
+            f"(compile {watcher.ready_record.get('load_seconds')}s)",
             flush=True,
         )
         return cls(mode, cgroup, watcher, ready)
@@ -370,8 +370,8 @@ class Shared:
     def describe(self) -> dict:
         return {
             "ready_s": round(self.ready_s, 3),
-            "compile_s": self.watcher.ready_record.get("compile_seconds"),
-            "probe": self.watcher.ready_record.get("probe"),
+            "compile_s": self.watcher.ready_record.get("load_seconds"),
+            "probe": self.watcher.ready_record.get("function"),
         }
 
     def wait_idle(self, limit: int, timeout: float = 60) -> float:
@@ -547,7 +547,7 @@ def probe_cost(flags: set[str], repeats: int) -> dict:
                 result["watchers"][config] = {"ready_s": round(ready, 3)}
                 result["watchers"][config] |= {
                     k: watcher.ready_record[k]
-                    for k in ("compile_seconds", "probe")
+                    for k in ("load_seconds", "function", "loader", "attach")
                     if k in watcher.ready_record
                 }
                 time.sleep(2)  # past start-up work

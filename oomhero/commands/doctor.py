@@ -13,6 +13,7 @@ from oomhero.kernel.cgroup import CgroupDir, CgroupError, read_text
 from oomhero.kernel.locate import host_view_path, membership_of, memory_mount, own_mounts
 from oomhero.kernel.procfs import ProcessSet
 from oomhero.sources import ebpf, probe
+from oomhero.sources.ebpf import libbpf
 from oomhero.targets import Found
 from oomhero.targets.cgroups import CgroupScanner, resolve_cgroup
 from oomhero.targets.pod import PodScanner
@@ -150,7 +151,27 @@ def _v1_threshold_check(v1_mount: str | None) -> Check:
 
 
 def _ebpf_checks() -> list[Check]:
-    checks = []
+    # The CO-RE loader's needs first (it is tried first), then bcc's, the fallback.
+    btf = os.path.exists(ebpf.KERNEL_BTF)
+    checks = [
+        Check(
+            "kernel BTF",
+            btf,
+            ebpf.KERNEL_BTF
+            + ("" if btf else " missing: the prebuilt CO-RE probe cannot load, bcc must"),
+        ),
+        Check(
+            "CO-RE object",
+            ebpf.OBJECT.exists(),
+            str(ebpf.OBJECT)
+            + ("" if ebpf.OBJECT.exists() else " missing (built with clang: make, the wheel)"),
+        ),
+    ]
+    try:
+        libbpf.library()
+        checks.append(Check("libbpf", True, f"{libbpf.SONAME} loaded"))
+    except ebpf.ProbeError as exc:
+        checks.append(Check("libbpf", False, str(exc)))
     try:
         import bcc  # noqa: F401
 

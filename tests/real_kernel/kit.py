@@ -79,16 +79,18 @@ class Watcher:
         uid: int | None = None,
         command: tuple[str, ...] = ("watch",),
         expect: int | None = None,
+        prefix: tuple[str, ...] = (),
     ):
         """``command`` replaces ``watch CGROUPS...`` (e.g. a node agent); ``expect`` is how many
-        targets to wait for (default: one per cgroup)."""
+        targets to wait for (default: one per cgroup); ``prefix`` runs it through a command
+        (e.g. one that hides a file in a new mount namespace)."""
         self.log = log
         as_user = (
             [] if uid is None else ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
         )
         targets = [str(c.path) for c in cgroups] if command == ("watch",) else []
         argv = oomhero(*command, *targets, "--log-format", "json", *flags)
-        self.process = subprocess.Popen([*as_user, *argv], stderr=open(log, "w"))
+        self.process = subprocess.Popen([*prefix, *as_user, *argv], stderr=open(log, "w"))
         wanted = len(cgroups) if expect is None else expect
         wait_for(
             lambda: len(self.records("watching target")) == wanted,

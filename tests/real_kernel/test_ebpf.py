@@ -1,5 +1,7 @@
-"""The eBPF probe on the memcg charge path: thresholds checked in the kernel, for real; and
-every way it can be missing, each said once while oomhero carries on.
+"""The eBPF probe on the memcg charge path: thresholds checked in the kernel, for real, through
+both loaders — the prebuilt CO-RE object (where the kernel has BTF) and bcc (where it has none:
+shown by hiding /sys/kernel/btf in a mount namespace); and every way the probe can be missing,
+each said once while oomhero carries on.
 
 Polling is fixed at 2 s in the probe tests: usage falling (which re-arms a threshold) is seen by
 a poll, and a crossing is seen by the probe milliseconds after the charge, long before a poll."""
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from oomhero.sources.ebpf import ProbeError, charge_function
+from oomhero.sources.ebpf.core import OBJECT
 from tests.real_kernel.kit import (
     MIB,
     REPO,
@@ -29,7 +32,19 @@ from tests.real_kernel.kit import (
 
 pytestmark = pytest.mark.guest_v2
 
-COMPILE_TIMEOUT = 240  # compiling against memcontrol.h takes 20-30 s under TCG
+COMPILE_TIMEOUT = 240  # bcc: compiling against memcontrol.h takes 20-30 s under TCG
+
+
+def hiding(path: str, *mounts: str) -> list[str]:
+    """A prefix that runs a command in a new mount namespace with ``path`` hidden: under an
+    empty tmpfs, or (``mounts``: a file to bind) replaced by that file."""
+    mount = f"mount --bind {mounts[0]} {path}" if mounts else f"mount -t tmpfs none {path}"
+    return ["unshare", "--mount", "sh", "-c", f'{mount} && exec "$@"', "-"]
+
+
+# A kernel without BTF, as far as oomhero and libbpf can tell: bcc has to do.
+NO_BTF = hiding("/sys/kernel/btf")
+LOADERS = {"core": [], "bcc": NO_BTF}
 PROBE_ONLY = (
     "--sources",
     "ebpf",
@@ -50,22 +65,34 @@ def cleanup():
     remove_test_cgroups()
 
 
-def wait_ready(watcher: Watcher) -> None:
+def wait_ready(watcher: Watcher, loader: str) -> dict:
+    """The ``source ready`` line, checked to name ``loader`` (and, for CO-RE, fentry: the
+    same .o takes it on 6.1 and 6.12)."""
     wait_for(
         lambda: watcher.records("source ready") or watcher.records("source unavailable"),
         COMPILE_TIMEOUT,
-        "the probe to compile",
+        "the probe to load",
     )
     assert watcher.records("source ready"), watcher.records("source unavailable")
+    (ready,) = watcher.records("source ready")
+    assert ready["loader"] == loader and ready["function"] == charge_function(), ready
+    if loader == "core":
+        assert ready["attach"] == "fentry" and "why" not in ready, ready
+        assert ready["load_seconds"] < 5, ready  # no compiler: a fraction of a second
+    else:
+        assert ready["attach"] == "kprobe", ready
+        assert ready["why"] == "no kernel BTF at /sys/kernel/btf/vmlinux", ready
+    return ready
 
 
-def test_probe_fires_at_the_byte_values_for_several_cgroups_and_rearms(tmp_path, cleanup):
+@pytest.mark.parametrize("loader", LOADERS)
+def test_probe_fires_at_the_byte_values_for_several_cgroups_and_rearms(loader, tmp_path, cleanup):
     limits = {"a": 64 * MIB, "b": 128 * MIB, "c": 192 * MIB}
     cgroups = {name: make_cgroup(f"ebpf/{name}", limit) for name, limit in limits.items()}
     workloads = {n: Workload(c, tmp_path / f"{n}.jsonl") for n, c in cgroups.items()}
-    watcher = Watcher(list(cgroups.values()), tmp_path / "log", *PROBE_ONLY)
+    watcher = Watcher(list(cgroups.values()), tmp_path / "log", *PROBE_ONLY, prefix=LOADERS[loader])
     try:
-        wait_ready(watcher)
+        wait_ready(watcher, loader)
         for workload in workloads.values():
             workload.to(55)
         wait_for(lambda: all(w.signals() for w in workloads.values()), 60, "three SIGUSR1")
@@ -103,13 +130,16 @@ def test_probe_fires_at_the_byte_values_for_several_cgroups_and_rearms(tmp_path,
     }
 
 
-def test_bpf_signal_is_handled_before_the_next_allocation(tmp_path, cleanup):
+@pytest.mark.parametrize("loader", LOADERS)
+def test_bpf_signal_is_handled_before_the_next_allocation(loader, tmp_path, cleanup):
     limit = 128 * MIB
     cgroup = make_cgroup("bpfsignal", limit)
-    watcher = Watcher([cgroup], tmp_path / "log", *PROBE_ONLY, "--bpf-signal")
+    watcher = Watcher(
+        [cgroup], tmp_path / "log", *PROBE_ONLY, "--bpf-signal", prefix=LOADERS[loader]
+    )
     out = tmp_path / "race.json"
     try:
-        wait_ready(watcher)
+        wait_ready(watcher, loader)
         race = cgroup.spawn(
             [
                 sys.executable,
@@ -193,28 +223,56 @@ def test_without_bcc(tmp_path, cleanup):
     site = next((venv / "lib").glob("python3*/site-packages"))
     ours = next(Path(sys.prefix, "lib").glob("python3*/site-packages"))
     (site / "oomhero-test.pth").write_text(f"{REPO}\n{ours}\n")
-    why = signals_without_probe(tmp_path, ["env", f"PATH={venv}/bin:/usr/bin:/bin"])
+    why = signals_without_probe(tmp_path, [*NO_BTF, "env", f"PATH={venv}/bin:/usr/bin:/bin"])
+    assert why.startswith("no kernel BTF at /sys/kernel/btf/vmlinux; bcc: "), why
     assert "bcc is not importable" in why
 
 
 def test_without_kernel_headers(tmp_path, cleanup):
     modules = f"/lib/modules/{os.uname().release}"
-    hide = ["unshare", "--mount", "sh", "-c", f'mount -t tmpfs none {modules} && exec "$@"', "-"]
-    why = signals_without_probe(tmp_path, hide)
-    assert "no kernel headers" in why
+    why = signals_without_probe(tmp_path, [*NO_BTF, *hiding(modules)])
+    assert "no kernel BTF" in why and "no kernel headers" in why
 
 
 def test_compile_error(tmp_path, cleanup):
     # build/ is there but the source tree (kconfig.h and friends) is not: clang fails.
     source = os.path.realpath(f"/lib/modules/{os.uname().release}/source")
-    hide = ["unshare", "--mount", "sh", "-c", f'mount -t tmpfs none {source} && exec "$@"', "-"]
-    why = signals_without_probe(tmp_path, hide)
-    assert "did not compile or load" in why
+    why = signals_without_probe(tmp_path, [*NO_BTF, *hiding(source)])
+    assert "no kernel BTF" in why and "did not compile or load" in why
 
 
 def test_without_privilege(tmp_path, cleanup):
+    # Checked before either loader: one line, not one per loader.
     why = signals_without_probe(tmp_path, [], uid=65534)
-    assert "CAP_BPF" in why
+    assert why == "loading the probe needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN"
+
+
+def test_a_refused_object_falls_back_to_bcc(tmp_path, cleanup):
+    # The kernel has BTF, but the prebuilt object is not one libbpf can open (a truncated
+    # download, a bad build): bcc compiles the probe instead, and the ready line says why.
+    corrupt = tmp_path / "corrupt.bpf.o"
+    corrupt.write_bytes(OBJECT.read_bytes()[:1000])
+    limit = 64 * MIB
+    cgroup = make_cgroup("refused", limit)
+    workload = Workload(cgroup, tmp_path / "signals.jsonl")
+    prefix = tuple(hiding(str(OBJECT), str(corrupt)))
+    watcher = Watcher([cgroup], tmp_path / "log", *PROBE_ONLY, prefix=prefix)
+    try:
+        wait_for(
+            lambda: watcher.records("source ready") or watcher.records("source unavailable"),
+            COMPILE_TIMEOUT,
+            "the probe to load",
+        )
+        (ready,) = watcher.records("source ready")
+        assert ready["loader"] == "bcc", ready
+        assert ready["why"].startswith(f"the CO-RE object was refused: open {OBJECT}: "), ready
+        workload.to(55)
+        wait_for(workload.signals, 60, "SIGUSR1 through bcc")
+    finally:
+        workload.stop()
+        records = watcher.stop()
+    sent = [r for r in records if r.get("msg") == "signal sent"]
+    assert [(r["signal"], r["source"]) for r in sent] == [("SIGUSR1", "ebpf")], sent
 
 
 def test_kernel_without_a_charge_function_to_probe(tmp_path):

@@ -1,66 +1,68 @@
-"""The ``ebpf`` wake-up source: bpf/memcg_threshold.bpf.c on the memcg charge path, via bcc.
+"""The ``ebpf`` wake-up source: a probe on the memcg charge path (bpf/).
 
 The probe checks each watched cgroup's thresholds in the kernel as pages are charged, so a
-crossing is seen at the charge that makes it, not at the next sample. Compiling takes seconds
-(tens of seconds under emulation), so it happens in a helper thread while the other sources and
+crossing is seen at the charge that makes it, not at the next sample. Two loaders serve it:
+the prebuilt libbpf CO-RE object (``core``: loads in a fraction of a second, no compiler), used
+wherever the kernel has BTF; and bcc (``ChargeProbe`` here: compiles at start against the
+kernel's headers, seconds, tens of seconds under emulation), the fallback where there is no BTF
+or the object is refused. Loading happens in a helper thread while the other sources and
 polling already run; the loop learns it is ready through a pipe and then takes the probe's ring
-buffer into its epoll like any other source. Every problem — bcc missing, no headers, no
-privilege, no charge function to probe, a compile error — becomes one ``Unavailable`` reason.
+buffer into its epoll like any other source. Every problem — no privilege, no charge function,
+then for bcc no bcc, no headers, a compile error — becomes one ``Unavailable`` reason.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import select
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from oomhero.kernel.cgroup import CgroupDir
+from oomhero.sources.ebpf import common
+from oomhero.sources.ebpf.common import (
+    ARMED_CRITICAL,
+    ARMED_WARNING,
+    CHARGE_FUNCTIONS,
+    PAGE,
+    Crossing,
+    ProbeError,
+    armed_for,
+    charge_function,
+    crossing_at,
+    first_line,
+    may_load_kprobes,
+    pid_namespace,
+    watch_value,
+)
+from oomhero.sources.ebpf.core import OBJECT, CoreProbe
 
-PROGRAM = Path(__file__).resolve().parent.parent / "bpf" / "memcg_threshold.bpf.c"
-# Probe targets whose arguments are (memcg, gfp_mask, nr_pages), newest kernels first.
-CHARGE_FUNCTIONS = ("try_charge_memcg", "try_charge")
-PAGE = os.sysconf("SC_PAGE_SIZE")
-ARMED_WARNING, ARMED_CRITICAL = 1, 2
+__all__ = [
+    "ARMED_CRITICAL",
+    "ARMED_WARNING",
+    "CHARGE_FUNCTIONS",
+    "PAGE",
+    "ChargeProbe",
+    "Crossing",
+    "ProbeError",
+    "ProbeWatches",
+    "armed_for",
+    "charge_function",
+    "may_load_kprobes",
+    "prerequisites",
+]
+
+BPF_SOURCES = Path(__file__).resolve().parents[3] / "bpf"
+PROGRAM = BPF_SOURCES / "memcg_threshold_bcc.c"
+# The kernel's own BTF: where it is, the CO-RE object can be relocated (and fentry attached).
+KERNEL_BTF = "/sys/kernel/btf/vmlinux"
 
 
-class ProbeError(Exception):
-    """The probe cannot run here; the message says why."""
-
-
-@dataclass(frozen=True)
-class Crossing:
-    """One event from the probe."""
-
-    cgroup_id: int
-    level: int  # 1 warning, 2 critical
-    usage: int  # bytes, including the pages being charged
-    ktime: float  # CLOCK_MONOTONIC seconds of the charge
-    pid: int
-    signalled: bool
-
-
-def charge_function(kallsyms: str = "/proc/kallsyms") -> str:
-    """The first probe-able charge function this kernel has."""
-    try:
-        with open(kallsyms) as f:
-            names = {line.split()[2] for line in f if line.count(" ") >= 2}
-    except OSError as exc:
-        raise ProbeError(f"cannot read {kallsyms}: {exc.strerror}") from None
-    for name in CHARGE_FUNCTIONS:
-        if name in names:
-            return name
-    raise ProbeError(f"no memcg charge function to probe ({' or '.join(CHARGE_FUNCTIONS)})")
-
-
-def prerequisites() -> str:
-    """Check what the probe needs short of compiling it; returns the function to probe."""
-    if not may_load_kprobes():
-        raise ProbeError("loading a kprobe needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN")
-    function = charge_function()
+def bcc_prerequisites() -> None:
+    """What bcc needs beyond the common prerequisites: bcc itself and the kernel's headers."""
     try:
         import bcc  # noqa: F401
     except ImportError:
@@ -73,74 +75,62 @@ def prerequisites() -> str:
         raise ProbeError(
             f"no kernel headers at /lib/modules/{release}/build (install linux-headers-{release})"
         )
+
+
+def prerequisites(btf: str = KERNEL_BTF) -> str:
+    """Check what the probe needs short of loading it; returns the function to probe. With
+    kernel BTF and the object built, the CO-RE loader needs nothing more; else bcc must do."""
+    function = common.prerequisites()
+    if not (os.path.exists(btf) and OBJECT.exists()):
+        bcc_prerequisites()
     return function
 
 
-def cgroup_id(cgroup: CgroupDir) -> int:
-    """The id the kernel gives the cgroup (kernfs node id): its directory's inode number."""
-    return os.fstat(cgroup.fileno()).st_ino
-
-
 class ChargeProbe:
-    """Compiles and attaches the probe (``start``, in a thread), then serves as a source."""
+    """The bcc loader: compiles and attaches the probe (``start``), then serves as a source."""
 
     name = "ebpf"
     mask = select.EPOLLIN
+    loader = "bcc"
+    attach = "kprobe"
+    refused = None  # bcc has no fentry to fall back from
 
     def __init__(self, signal_on_critical: int = 0) -> None:
         self.signal_on_critical = signal_on_critical
-        self.error: str | None = None
         self.function: str | None = None
-        self.compile_seconds: float | None = None
+        self.load_seconds: float | None = None
         self._bpf = None
-        self._watches = None
+        self._watches_fd = -1
         self._ring_fd = -1
         self._pending: list[Crossing] = []
-        ready_r, self._ready_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        self._ready_r = ready_r
 
-    # -- start-up, off the loop's thread --------------------------------------------------
-    def ready_fd(self) -> int:
-        """Readable once ``start`` has finished, successfully or not."""
-        return self._ready_r
-
-    def start_in_background(self) -> None:
-        threading.Thread(target=self._start, name="oomhero-bpf-compile", daemon=True).start()
-
-    def _start(self) -> None:
-        try:
-            self._compile_and_attach()
-        except ProbeError as exc:
-            self.error = str(exc)
-        except Exception as exc:  # bcc raises plain Exceptions for compile and load errors
-            self.error = _first_line(exc)
-        with contextlib.suppress(OSError):  # closed meanwhile: oomhero is stopping
-            os.write(self._ready_w, b"x")
-
-    def _compile_and_attach(self) -> None:
-        self.function = prerequisites()
+    def start(self, function: str) -> None:
+        bcc_prerequisites()
         from bcc import BPF
 
         started = time.monotonic()
+        dev, ino = pid_namespace()
         try:
             bpf = BPF(
                 text=PROGRAM.read_text(),
                 cflags=[
+                    f"-I{BPF_SOURCES}",
                     f"-DSIGNAL_ON_CRITICAL={self.signal_on_critical}",
-                    *_pid_namespace_flags(),
+                    f"-DPIDNS_DEV={dev}ULL",
+                    f"-DPIDNS_INO={ino}ULL",
                     "-w",
                 ],
             )
-        except Exception as exc:
-            raise ProbeError(f"the probe did not compile or load: {_first_line(exc)}") from None
+        except Exception as exc:  # bcc raises plain Exceptions for compile and load errors
+            raise ProbeError(f"the probe did not compile or load: {first_line(exc)}") from None
         try:
-            bpf.attach_kprobe(event=self.function, fn_name="on_charge")
+            bpf.attach_kprobe(event=function, fn_name="on_charge")
         except Exception as exc:
-            raise ProbeError(
-                f"cannot attach a kprobe to {self.function}: {_first_line(exc)}"
-            ) from None
-        self.compile_seconds = time.monotonic() - started
-        self._watches = bpf["watches"]
+            bpf.cleanup()
+            raise ProbeError(f"cannot attach a kprobe to {function}: {first_line(exc)}") from None
+        self.function = function
+        self.load_seconds = time.monotonic() - started
+        self._watches_fd = bpf["watches"].map_fd
         ring = bpf["events"]
         ring.open_ring_buffer(self._on_event)
         self._ring_fd = ring.map_fd
@@ -155,123 +145,133 @@ class ChargeProbe:
         self._bpf.ring_buffer_consume()
         return self._pending
 
-    def _on_event(self, _ctx, data, _size) -> None:
-        event = self._bpf["events"].event(data)
-        self._pending.append(
-            Crossing(
-                cgroup_id=event.cgroup_id,
-                level=event.level,
-                usage=event.usage_pages * PAGE,
-                ktime=event.ktime_ns / 1e9,
-                pid=event.pid,
-                signalled=bool(event.signalled),
-            )
-        )
+    def _on_event(self, _ctx, data, size) -> None:
+        self._pending.append(crossing_at(data, size))
 
     def watch(self, cid: int, warning: int, critical: int, armed: int) -> None:
         """Set a cgroup's thresholds (bytes) and armed bits in the probe's map."""
-        value = self._watches.Leaf(warning // PAGE, critical // PAGE, armed, 0)
-        self._watches[self._watches.Key(cid)] = value
+        # The same layout as the CO-RE loader's (common.Watch), through bcc's own libbpf.
+        self._bpf["watches"][ctypes.c_uint64(cid)] = watch_value(warning, critical, armed)
 
     def unwatch(self, cid: int) -> None:
-        key = self._watches.Key(cid)
-        if key in self._watches:
-            del self._watches[key]
+        with contextlib.suppress(KeyError):
+            del self._bpf["watches"][ctypes.c_uint64(cid)]
 
     def close(self) -> None:
         if self._bpf is not None:
             self._bpf.cleanup()
             self._bpf = None
-        for fd in (self._ready_r, self._ready_w):
-            os.close(fd)
 
 
-CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
+def load_probe(signal_on_critical: int, btf: str = KERNEL_BTF) -> tuple[object, str | None]:
+    """The probe, loaded and attached: CO-RE where the kernel has BTF, else (or when the object
+    is refused) bcc. Returns it and why it is not CO-RE (None when it is); ProbeError when
+    neither loads, naming both reasons."""
+    function = common.prerequisites()  # both loaders need these: no point trying either
+    if os.path.exists(btf):
+        core = CoreProbe(signal_on_critical)
+        try:
+            core.start(function)
+            return core, None
+        except ProbeError as exc:
+            why = f"the CO-RE object was refused: {exc}"
+    else:
+        why = f"no kernel BTF at {btf}"
+    probe = ChargeProbe(signal_on_critical)
+    try:
+        probe.start(function)
+    except ProbeError as exc:
+        raise ProbeError(f"{why}; bcc: {exc}") from None
+    return probe, why
 
 
-def may_load_kprobes() -> bool:
-    with open("/proc/self/status") as f:
-        effective = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
-
-    def has(cap: int) -> bool:
-        return bool(effective >> cap & 1)
-
-    return has(CAP_SYS_ADMIN) or (has(CAP_BPF) and has(CAP_PERFMON))
-
-
-def _pid_namespace_flags() -> list[str]:
-    """This process's PID namespace, as bpf_get_ns_current_pid_tgid() wants it (kernel dev_t)."""
-    st = os.stat("/proc/self/ns/pid")
-    dev = (os.major(st.st_dev) << 20) | os.minor(st.st_dev)
-    return [f"-DPIDNS_DEV={dev}ULL", f"-DPIDNS_INO={st.st_ino}ULL"]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
-
-
-def armed_for(level: int) -> int:
-    """Thresholds the probe watches for a target at policy ``level`` (0 ok, 1 warning,
-    2 critical). The policy leaves a level only past its re-arm point, so this re-arms each
-    threshold exactly when the hysteresis lets it go."""
-    bits = 0
-    if level == 0:
-        bits |= ARMED_WARNING
-    if level <= 1:
-        bits |= ARMED_CRITICAL
-    return bits
+def cgroup_id(cgroup: CgroupDir) -> int:
+    """The id the kernel gives the cgroup (kernfs node id): its directory's inode number."""
+    return os.fstat(cgroup.fileno()).st_ino
 
 
 class _ReadySignal:
-    """The pipe that says the compile thread is done: as a source, it finishes the start-up."""
+    """The pipe that says the loading thread is done: as a source, it finishes the start-up."""
 
     name = "ebpf-start"
     mask = select.EPOLLIN
 
     def __init__(self, owner: ProbeWatches) -> None:
         self.owner = owner
+        self.read_fd, self.write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
 
     def fileno(self) -> int:
-        return self.owner.probe.ready_fd()
+        return self.read_fd
 
     def consume(self) -> set[str]:
         self.owner.started()
         return set()
 
+    def done(self) -> None:
+        """From the loading thread: the write end is its to close, so a loop that stopped
+        meanwhile (and closed the read end) never sees a stale descriptor written to."""
+        with contextlib.suppress(OSError):  # BrokenPipeError: oomhero is stopping
+            os.write(self.write_fd, b"x")
+        os.close(self.write_fd)
+
+    def close(self) -> None:
+        os.close(self.read_fd)
+
 
 class ProbeWatches:
-    """The probe as the engine sees it: targets in, crossings out, set up once compiled."""
+    """The probe as the engine sees it: targets in, crossings out, set up once loaded."""
 
     name = "ebpf"
     mask = select.EPOLLIN
 
-    def __init__(self, signal_on_critical: int, register, unregister, say) -> None:
-        self.probe = ChargeProbe(signal_on_critical)
+    def __init__(
+        self, signal_on_critical: int, register, unregister, say, btf: str = KERNEL_BTF
+    ) -> None:
         self.register, self.unregister, self.say = register, unregister, say
+        self.probe: CoreProbe | ChargeProbe | None = None
+        self.error: str | None = None
+        self.why_not_core: str | None = None
         self.ready = False
         self.targets: dict[str, int] = {}  # key → cgroup id
         self.keys: dict[int, str] = {}  # cgroup id → key
         self.wanted: dict[str, tuple[int, int, int]] = {}  # key → (warning, critical, armed)
         self.written: dict[str, tuple[int, int, int]] = {}
         self.crossings: dict[str, Crossing] = {}  # key → the latest, for the engine to read
-        self._ready_signal = _ReadySignal(self)
+        self._ready_signal: _ReadySignal | None = _ReadySignal(self)
         self.register(self._ready_signal)
-        self.probe.start_in_background()
+        threading.Thread(
+            target=self._load, args=(signal_on_critical, btf), name="oomhero-bpf", daemon=True
+        ).start()
+
+    def _load(self, signal_on_critical: int, btf: str) -> None:
+        # Off the loop's thread: bcc compiles for seconds.
+        try:
+            self.probe, self.why_not_core = load_probe(signal_on_critical, btf)
+        except ProbeError as exc:
+            self.error = str(exc)
+        except Exception as exc:  # unforeseen, but one line all the same
+            self.error = first_line(exc)
+        self._ready_signal.done()
 
     def started(self) -> None:
         self.unregister(self._ready_signal)
+        self._ready_signal.close()
         self._ready_signal = None
-        if self.probe.error:
-            self.say("source unavailable", source="ebpf", why=self.probe.error)
+        if self.error:
+            self.say("source unavailable", source="ebpf", why=self.error)
             return
+        probe = self.probe
         self.ready = True
         self.register(self)
+        why = self.why_not_core or (f"fentry refused: {probe.refused}" if probe.refused else None)
         self.say(
             "source ready",
             source="ebpf",
-            probe=self.probe.function,
-            compile_seconds=round(self.probe.compile_seconds, 2),
+            loader=probe.loader,
+            attach=probe.attach,
+            function=probe.function,
+            load_seconds=round(probe.load_seconds, 2),
+            **({"why": why} if why else {}),
         )
         for key in self.wanted:
             self._write(key)
@@ -336,5 +336,10 @@ class ProbeWatches:
         if self.ready:
             self.unregister(self)
         elif self._ready_signal is not None:
+            # Still loading: the thread's late write finds the pipe closed; a probe it loads
+            # goes with the process.
             self.unregister(self._ready_signal)
-        self.probe.close()
+            self._ready_signal.close()
+            return
+        if self.probe is not None:
+            self.probe.close()

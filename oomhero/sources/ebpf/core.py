@@ -105,7 +105,9 @@ class CoreProbe:
 
     def watch(self, cid: int, warning: int, critical: int, armed: int) -> None:
         """Set a cgroup's thresholds (bytes) and armed bits in the probe's map."""
-        libbpf.update_elem(self._watches_fd, ctypes.c_uint64(cid), watch_value(warning, critical, armed))
+        libbpf.update_elem(
+            self._watches_fd, ctypes.c_uint64(cid), watch_value(warning, critical, armed)
+        )
 
     def unwatch(self, cid: int) -> None:
         with contextlib.suppress(FileNotFoundError):  # never written, or already gone
