@@ -311,7 +311,7 @@ class Pod:
                 "--fork",
                 "--mount-proc",
                 sys.executable,
-                str(REPO / "tests" / "guest" / "pod_init.py"),
+                str(REPO / "tests" / "real_kernel" / "pod_init.py"),
                 str(spec_path),
             ],
             stdout=open(workdir / f"{name}-init.log", "w"),
