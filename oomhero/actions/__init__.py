@@ -59,6 +59,7 @@ class Actions:
             self.report.level_changed(decision, fields)
         if decision.signal is not None:
             self.signaller.signal(target, decision, fields)
+            self.listeners.crossed(target, sample, decision, source)
         self.listeners.sampled(target, sample.memory, sample.percent, decision, source)
 
     def unlimited(self, target: Target, sample: Sample, source: str) -> None:

@@ -20,11 +20,8 @@ from oomhero.targets.pod import PodScanner
 
 HELP = "what this machine supports, and can oomhero read/signal targets"
 DESCRIPTION = "Each line: ok or missing, and why. Targets default to what sidecar mode would watch."
+TARGETS = "*"
 FLAGS = ()
-
-
-def arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("targets", nargs="*", metavar="CGROUP|PID")
 
 
 def run(args: argparse.Namespace) -> int:
