@@ -63,7 +63,7 @@ def start_outputs(args: argparse.Namespace, engine: Engine) -> list[Callable[[],
         address = raw.get("metrics_address", (None, "0.0.0.0"))[1]
         metrics = Metrics()
         try:
-            server = serve_metrics(metrics, lambda: engine.scanned_once, address, port)
+            server = serve_metrics(metrics, lambda: engine.watchlist.scanned_once, address, port)
         except OSError as exc:
             raise ConfigError(f"cannot serve metrics on {address}:{port}: {exc.strerror}") from None
         engine.listeners.append(metrics)

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from oomhero.kernel.cgroup import CgroupDir
+from oomhero.kernel.procfs import pid_namespace
 from oomhero.sources.ebpf import common
 from oomhero.sources.ebpf.common import (
     ARMED_CRITICAL,
@@ -35,7 +36,6 @@ from oomhero.sources.ebpf.common import (
     crossing_at,
     first_line,
     may_load_kprobes,
-    pid_namespace,
     watch_value,
 )
 from oomhero.sources.ebpf.core import OBJECT, CoreProbe
@@ -325,10 +325,10 @@ class ProbeWatches:
                 woken.add(key)
         return woken
 
-    def hand_over(self, key: str, target) -> None:
+    def hand_over(self, target) -> None:
         """Give the target the crossing that woke it, for the sample's log line; a process the
         probe signalled itself (--bpf-signal) is not signalled again."""
-        target.crossing = self.crossings.pop(key, None)
+        target.crossing = self.crossings.pop(target.key, None)
         if target.crossing and target.crossing.signalled:
             target.signalled_in_kernel.add(target.crossing.pid)
 

@@ -11,6 +11,8 @@ import ctypes
 import os
 from dataclasses import dataclass
 
+from oomhero.kernel.procfs import effective_capabilities, kernel_symbols
+
 # Probe targets whose arguments are (memcg, gfp_mask, nr_pages), newest kernels first.
 CHARGE_FUNCTIONS = ("try_charge_memcg", "try_charge")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -94,8 +96,7 @@ def armed_for(level: int) -> int:
 def charge_function(kallsyms: str = "/proc/kallsyms") -> str:
     """The first probe-able charge function this kernel has."""
     try:
-        with open(kallsyms) as f:
-            names = {line.split()[2] for line in f if line.count(" ") >= 2}
+        names = kernel_symbols(kallsyms)
     except OSError as exc:
         raise ProbeError(f"cannot read {kallsyms}: {exc.strerror}") from None
     for name in CHARGE_FUNCTIONS:
@@ -106,8 +107,7 @@ def charge_function(kallsyms: str = "/proc/kallsyms") -> str:
 
 def may_load_kprobes() -> bool:
     """Whether this process may load tracing programs (fentry or kprobe)."""
-    with open("/proc/self/status") as f:
-        effective = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    effective = effective_capabilities()
 
     def has(cap: int) -> bool:
         return bool(effective >> cap & 1)
@@ -120,13 +120,6 @@ def prerequisites() -> str:
     if not may_load_kprobes():
         raise ProbeError("loading the probe needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN")
     return charge_function()
-
-
-def pid_namespace() -> tuple[int, int]:
-    """This process's PID namespace as bpf_get_ns_current_pid_tgid() wants it: (the kernel's
-    dev_t of nsfs, inode), so event pids are numbered as oomhero sees them."""
-    st = os.stat("/proc/self/ns/pid")
-    return (os.major(st.st_dev) << 20) | os.minor(st.st_dev), st.st_ino
 
 
 def first_line(exc: BaseException) -> str:

@@ -14,8 +14,10 @@ import select
 import time
 from pathlib import Path
 
+from oomhero.kernel.procfs import pid_namespace
+
 from . import libbpf
-from .common import Crossing, ProbeError, crossing_at, pid_namespace, watch_value
+from .common import Crossing, ProbeError, crossing_at, watch_value
 
 OBJECT = Path(__file__).resolve().with_name("memcg_threshold.bpf.o")
 # The object's programs by (attach kind, charge function), in the order they are tried.
