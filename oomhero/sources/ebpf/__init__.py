@@ -55,7 +55,17 @@ __all__ = [
     "prerequisites",
 ]
 
-BPF_SOURCES = Path(__file__).resolve().parents[3] / "bpf"
+# bcc's source: in an installed wheel beside this file (setup.py puts it there), in the
+# repository at bpf/.
+_HERE = Path(__file__).resolve().parent
+BPF_SOURCES = next(
+    (
+        d
+        for d in (_HERE / "bpf", _HERE.parents[2] / "bpf")
+        if (d / "memcg_threshold_bcc.c").exists()
+    ),
+    _HERE.parents[2] / "bpf",
+)
 PROGRAM = BPF_SOURCES / "memcg_threshold_bcc.c"
 # The kernel's own BTF: where it is, the CO-RE object can be relocated (and fentry attached).
 KERNEL_BTF = "/sys/kernel/btf/vmlinux"
