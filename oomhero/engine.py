@@ -19,7 +19,7 @@ from oomhero.sources import WakeSources
 from oomhero.sources.epoll import Wakeups
 from oomhero.sources.polling import Polling
 from oomhero.targets import Scanner, Target
-from oomhero.targets.watchlist import Watchlist
+from oomhero.watchlist import Watchlist
 
 
 class Engine:
@@ -71,7 +71,8 @@ class Engine:
         pressure = self.sampler.pressure(target, self.actions.no_pressure)
         decision = evaluate(target.thresholds, target.state, sample.percent, now, pressure)
         self.sources.follow_target(target, sample.memory)
-        delay = self.polling.delay(target, sample.value, sample.memory.limit)
+        own, level, rate = target.settings, target.state.level, target.growth.rate
+        delay = self.polling.delay(own, level, sample.value, sample.memory.limit, rate)
         target.next_sample_at = now + delay
         self.actions.decided(target, sample, decision, source, delay)
         return decision
