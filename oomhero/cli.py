@@ -51,6 +51,7 @@ ENV_NAMES = {
     "critical_psi": "OOMHERO_CRITICAL_PSI",
     "metric": "OOMHERO_METRIC",
     "signal_target": "OOMHERO_SIGNAL_TARGET",
+    "signal_uncaught": "OOMHERO_SIGNAL_UNCAUGHT",
 }
 LOG_FORMAT_ENV = "OOMHERO_LOG_FORMAT"
 LOG_LEVEL_ENV = "OOMHERO_LOG_LEVEL"
@@ -210,6 +211,15 @@ def _add_watch_flags(parser: argparse.ArgumentParser, defaults: WatchSettings, e
         "--signal-target",
         metavar="|".join(SIGNAL_TARGETS),
         help="all: every process of the container; main: its topmost process (default all)",
+    )
+    group.add_argument(
+        "--signal-uncaught",
+        dest="signal_uncaught",
+        action="store_const",
+        const="1",
+        help="also signal processes that have no handler for the signal, as OOMHero does "
+        "(SIGUSR1/SIGUSR2 then terminate them); default: only those whose /proc/PID/status "
+        "SigCgt catches it" + (from_env.format(ENV_NAMES["signal_uncaught"]) if env else ""),
     )
     group.add_argument(
         "--log-format",
@@ -490,6 +500,7 @@ def cmd_engine(args: argparse.Namespace, scanner_factory: Callable) -> int:
         psi=settings.psi.text() if settings.psi else "off",
         metric=settings.metric,
         signal_target=settings.signal_target,
+        signal_uncaught=settings.signal_uncaught,
         warning_signal=settings.warning_signal.name,
         critical_signal=settings.critical_signal.name,
     )

@@ -242,6 +242,7 @@ class WatchSettings:
     critical_psi: PsiCondition | None = None
     metric: str = "usage"
     signal_target: str = "all"
+    signal_uncaught: bool = False  # also signal processes without a handler (OOMHero's way)
 
     @property
     def polling(self) -> str:
@@ -271,6 +272,7 @@ def build_watch_settings(
         "poll_burst": parse_rate,
         "sources": parse_sources,
         "bpf_signal": parse_bool,
+        "signal_uncaught": parse_bool,
         "psi": parse_psi_trigger,
         "warning_psi": parse_psi_condition,
         "critical_psi": parse_psi_condition,

@@ -54,10 +54,10 @@ class Engine:
         self.scanned_once = False
         # Observers (metrics, webhook, the live view): objects with any of the methods
         # sampled(target, sample, percent, decision, source; percent and decision None without a
-        # limit), signalled(target, level, signal,
-        # pid, where), oom_killed(target, victims), detected(target, source, seconds from the
-        # crossing charge), gone(target), tick(engine). Called on the loop's thread; they must
-        # not block it.
+        # limit), signalled(target, level, signal, pid, where), skipped(target, level, signal,
+        # pid: it has no handler for the signal), oom_killed(target, victims), detected(target,
+        # source, seconds from the crossing charge), gone(target), tick(engine). Called on the
+        # loop's thread; they must not block it.
         self.listeners: list[object] = []
 
     def _notify(self, event: str, *args: object) -> None:
@@ -310,7 +310,7 @@ class Engine:
         if not chosen and not in_kernel:
             log.event(logging.WARNING, "no process to signal", signal=sig.name, **fields)
         for process in chosen:
-            result = send(process, sig)
+            result = send(process, sig, self.settings.signal_uncaught)
             if result is SendResult.SENT:
                 target.last_signal = (sig.name, time.time())
                 self._notify("signalled", target, decision.signal, sig.name, process.pid, "user")
@@ -326,6 +326,20 @@ class Engine:
                 )
             elif result is SendResult.GONE:
                 target.processes.forget(process.pid)
+            elif result is SendResult.UNCAUGHT:
+                # Checked again at every crossing and cooldown; said once per process and level.
+                self._notify("skipped", target, decision.signal, sig.name, process.pid)
+                self._say_once(
+                    target,
+                    f"uncaught:{process.pid}:{process.info.starttime}:{decision.signal.label}",
+                    logging.WARNING,
+                    "not signalled",
+                    pid=process.pid,
+                    comm=process.info.comm,
+                    signal=sig.name,
+                    threshold=decision.signal.label,
+                    why=f"pid {process.pid} ({process.info.comm}) does not handle {sig.name}",
+                )
             else:
                 self._say_once(
                     target,

@@ -64,6 +64,12 @@ class Metrics:
         self.signals = Counter(
             "oomhero_signals_sent", "signals sent", ("level", "signal"), registry=r
         )
+        self.skips = Counter(
+            "oomhero_signals_skipped",
+            "signals not sent: the process has no handler for them (SigCgt)",
+            ("level", "signal"),
+            registry=r,
+        )
         self.oom_kills = Counter("oomhero_oom_kills", "OOM kills seen", LABELS, registry=r)
         self.wakeups = Counter(
             "oomhero_wakeups", "samples taken, by what woke the loop", ("source",), registry=r
@@ -98,6 +104,9 @@ class Metrics:
 
     def signalled(self, target, level: Level, signal: str, pid: int, where: str) -> None:
         self.signals.labels(level.label, signal).inc()
+
+    def skipped(self, target, level: Level, signal: str, pid: int) -> None:
+        self.skips.labels(level.label, signal).inc()
 
     def oom_killed(self, target, victims: int) -> None:
         labels = self._labels.setdefault(target.key, container_labels(target.name))

@@ -7,18 +7,29 @@ import os
 import signal
 from enum import Enum
 
-from oomhero.processes import TrackedProcess
+from oomhero.processes import TrackedProcess, read_caught
 
 
 class SendResult(Enum):
     SENT = "sent"
     GONE = "gone"  # the process exited; its pid may already belong to someone else
     DENIED = "denied"
+    UNCAUGHT = "uncaught"  # no handler: the default action (terminate, for SIGUSR1/2) would run
 
 
-def send(process: TrackedProcess, sig: int) -> SendResult:
+def send(
+    process: TrackedProcess, sig: int, uncaught: bool = False, proc: str = "/proc"
+) -> SendResult:
+    """Signal ``process`` if it handles ``sig`` (its SigCgt, read now: a handler installed late
+    counts), or whatever it does with ``uncaught``."""
     if process.pidfd < 0:
         return SendResult.GONE
+    if not uncaught:
+        caught = read_caught(process.pid, proc)
+        if caught is None:
+            return SendResult.GONE
+        if not caught >> (sig - 1) & 1:
+            return SendResult.UNCAUGHT
     try:
         signal.pidfd_send_signal(process.pidfd, sig)
     except ProcessLookupError:

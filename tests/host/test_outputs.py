@@ -38,9 +38,14 @@ def value(line):
 
 
 @pytest.fixture
-def watched(tmp_path, recorder):
+def watched(tmp_path, recorder, sleeper):
+    """The recorder handles the signals; the sleeper does not: it is never signalled."""
     directory = v2_dir(
-        tmp_path / "cg", pids=[recorder.pid], current=10 * MIB, limit=str(100 * MIB), inactive=0
+        tmp_path / "cg",
+        pids=[recorder.pid, sleeper.pid],
+        current=10 * MIB,
+        limit=str(100 * MIB),
+        inactive=0,
     )
     cgroup = CgroupDir(str(directory), 2)
     engine = Engine(CgroupScanner([cgroup]), QUIET)
@@ -74,6 +79,8 @@ def test_metrics_move_with_the_samples_and_healthz_waits_for_the_first_scan(watc
         sent = series(text, "oomhero_signals_sent_total")
         assert sent == ['oomhero_signals_sent_total{level="warning",signal="SIGUSR1"} 1.0']
         assert 'oomhero_wakeups_total{source="poll"} 2.0' in text
+        skipped = series(text, "oomhero_signals_skipped_total")
+        assert skipped == ['oomhero_signals_skipped_total{level="warning",signal="SIGUSR1"} 1.0']
         assert "pid" not in text.split("# HELP")[0] + "".join(series(text, "oomhero_memory"))
         assert get(base + "/nothing")[0] == 404
     finally:
