@@ -299,8 +299,8 @@ def start_outputs(args: argparse.Namespace, engine: Engine) -> list:
         raise ConfigError(f"{raw['metrics_address'][0]} needs a metrics port (--metrics-port)")
     if "webhook" in raw:
         url = parse_url(*raw["webhook"])
-        timeout = parse_duration(*raw.get("webhook_timeout", ("--webhook-timeout", "2s")))
-        retries = parse_count(*raw.get("webhook_retries", ("--webhook-retries", "3")))
+        timeout = parse_duration(*raw.get("webhook_timeout", ("--webhook-timeout", "2s")), 0.1, 60)
+        retries = parse_count(*raw.get("webhook_retries", ("--webhook-retries", "3")), most=10)
         webhook = Webhook(url, timeout, retries)
         engine.listeners.append(webhook)
         closers.append(webhook.close)
@@ -636,7 +636,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = gather_settings(args, use_env=False)
     memory = parse_size("--memory", args.memory)
     rate = parse_size("--rate", args.rate)
-    timeout = parse_duration("--timeout", args.timeout)
+    timeout = parse_duration("--timeout", args.timeout, 1, 3600)
     setup_logging(args, use_env=False)
     return demo.run_demo(memory, rate, settings, timeout)
 

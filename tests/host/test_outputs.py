@@ -183,6 +183,17 @@ def test_webhook_retries_then_gives_up_with_one_line(watched, json_log):
         (["--webhook", "ftp://example/x"], "--webhook='ftp://example/x' is not an http"),
         (["--metrics-port", "http"], "--metrics-port='http' is not a TCP port"),
         (["--metrics-port", "70000"], "is not a TCP port"),
+        (["--metrics-port", "٥٠"], "--metrics-port='٥٠' is not a TCP port"),
+        (["--metrics-port", "²"], "--metrics-port='²' is not a TCP port"),
+        (["--metrics-port", " 9090"], "--metrics-port=' 9090' is not a TCP port"),
+        (
+            ["--webhook", "http://127.0.0.1:9/x", "--webhook-retries", "99"],
+            "--webhook-retries='99' is not a whole number from 0 to 10",
+        ),
+        (
+            ["--webhook", "http://127.0.0.1:9/x", "--webhook-timeout", "1h"],
+            "--webhook-timeout='1h' must be from 100ms to 1m",
+        ),
         (["--webhook-timeout", "1s"], "--webhook-timeout needs a webhook URL"),
         (["--metrics-address", "127.0.0.1"], "needs a metrics port"),
     ],
