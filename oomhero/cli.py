@@ -254,7 +254,9 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--metrics-address",
         metavar="ADDR",
-        help="address to serve them on (default 0.0.0.0) (env OOMHERO_METRICS_ADDRESS)",
+        help="address to serve them on (default: 0.0.0.0 in sidecar and node mode, scraped "
+        "from outside the pod; 127.0.0.1 for the commands run by hand) "
+        "(env OOMHERO_METRICS_ADDRESS)",
     )
     group.add_argument(
         "--webhook",
@@ -275,6 +277,12 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def default_metrics_address(command: str) -> str:
+    """In a pod, Prometheus scrapes the pod's IP from outside: every interface. A command run by
+    hand (watch, top) is often on a laptop: this machine only."""
+    return "0.0.0.0" if command in ("sidecar", "node") else "127.0.0.1"
+
+
 def start_outputs(args: argparse.Namespace, engine: Engine) -> list:
     """Attach metrics and webhook to the engine as configured; returns what needs closing."""
     raw = {}
@@ -286,7 +294,7 @@ def start_outputs(args: argparse.Namespace, engine: Engine) -> list:
     closers = []
     if "metrics_port" in raw:
         port = parse_port(*raw["metrics_port"])
-        address = raw.get("metrics_address", (None, "0.0.0.0"))[1]
+        address = raw.get("metrics_address", (None, default_metrics_address(args.command)))[1]
         metrics = Metrics()
         try:
             server = serve_metrics(metrics, lambda: engine.scanned_once, address, port)
