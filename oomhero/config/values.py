@@ -1,0 +1,250 @@
+"""Parsing one user setting's value (an env var or a flag), with its name in every error.
+
+Every setting is parsed here with the name the user gave it (``WARNING`` or ``--warning``), so an
+error message can point at the exact setting; nothing is ever silently ignored or defaulted over.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import signal
+import urllib.parse
+from dataclasses import dataclass
+
+from oomhero.policy import PsiCondition
+
+
+class ConfigError(ValueError):
+    """A setting the user gave is invalid; the message names the setting."""
+
+
+# Values are taken as given: ASCII digits only (str.isdigit and float() also take "٥٠", "1_0",
+# "1e3", " 50 "), nothing around them.
+_NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+_DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_RE = re.compile(rf"({_NUMBER})(us|ms|s|m|h)?")
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+    "gib": 1024**3,
+    "t": 1024**4,
+    "tb": 1024**4,
+    "tib": 1024**4,
+}
+_SIZE_RE = re.compile(rf"({_NUMBER})([a-zA-Z]*)")
+MAX_SIZE = 1024**5  # 1024T: more memory than any machine has
+MAX_RATE = 1024**4  # 1T/s
+
+
+def ascii_number(name: str, raw: str, what: str) -> float:
+    """An ASCII decimal number, optionally with a fraction; ``what`` says what was expected."""
+    if not re.fullmatch(_NUMBER, raw):
+        raise ConfigError(f"{name}={raw!r} is not {what}")
+    return float(raw)
+
+
+def _duration_text(seconds: float) -> str:
+    for unit in ("h", "m", "s", "ms", "us"):
+        if seconds >= _DURATION_UNITS[unit]:
+            return f"{seconds / _DURATION_UNITS[unit]:g}{unit}"
+    return "0"
+
+
+def parse_percent(name: str, raw: str) -> float:
+    """A share of the memory limit, 0 < value ≤ 100 (a trailing % is allowed)."""
+    value = ascii_number(name, raw.removesuffix("%"), "a number (a percent of the limit, 0 to 100)")
+    if not 0 < value <= 100:
+        raise ConfigError(f"{name}={raw!r} must be above 0 and at most 100 (percent of the limit)")
+    return value
+
+
+def parse_duration(
+    name: str, raw: str, least: float = 0.0, most: float = 3600.0, zero: bool = False
+) -> float:
+    """Seconds from ``500ms``, ``1s``, ``2m``, ``1h``, ``250us`` or a bare number of seconds,
+    from ``least`` to ``most`` (and 0 when ``zero``).
+
+    Bare integers are OOMHero's legacy ``COOLDOWN`` format (seconds).
+    """
+    match = _DURATION_RE.fullmatch(raw)
+    if not match:
+        raise ConfigError(
+            f"{name}={raw!r} is not a duration (use e.g. 500ms, 1s, 2m, or whole seconds)"
+        )
+    number, unit = match.groups()
+    value = float(number) * _DURATION_UNITS[unit or "s"]
+    if not least <= value <= most and not (zero and value == 0):
+        span = f"from {_duration_text(least)} to {_duration_text(most)}"
+        raise ConfigError(f"{name}={raw!r} must be {'0 or ' if zero else ''}{span}")
+    return value
+
+
+def _bytes(name: str, raw: str) -> float:
+    match = _SIZE_RE.fullmatch(raw)
+    unit = match.group(2).lower() if match else None
+    if not match or unit not in _SIZE_UNITS:
+        raise ConfigError(f"{name}={raw!r} is not a size (use e.g. 256M, 1G, 512MiB or bytes)")
+    return float(match.group(1)) * _SIZE_UNITS[unit]
+
+
+def parse_size(name: str, raw: str) -> int:
+    """Bytes from ``256M``, ``1G``, ``512MiB``, ``4096`` (binary units), up to MAX_SIZE."""
+    value = _bytes(name, raw)
+    if not 1 <= value <= MAX_SIZE:
+        raise ConfigError(f"{name}={raw!r} must be from 1 byte to 1024T")
+    return int(value)
+
+
+def parse_rate(name: str, raw: str) -> int:
+    """Bytes per second from ``1G``, ``512M``, ``256M/s``, up to MAX_RATE; ``0`` for none."""
+    text = raw.removesuffix("/s")
+    value = 0 if text == "0" else _bytes(name, text)
+    if not (value == 0 or 1 <= value <= MAX_RATE):
+        raise ConfigError(f"{name}={raw!r} must be 0 or from 1 byte/s to 1T/s")
+    return int(value)
+
+
+# Uncatchable (SIGKILL, SIGSTOP) or stopping by default: never handled, or a process frozen.
+HARMFUL_SIGNALS = {
+    signal.SIGKILL: "cannot be caught",
+    signal.SIGSTOP: "cannot be caught",
+    signal.SIGTSTP: "stops a process",
+    signal.SIGTTIN: "stops a process",
+    signal.SIGTTOU: "stops a process",
+}
+
+
+def parse_signal(name: str, raw: str) -> signal.Signals:
+    """A signal by name (``SIGUSR1``, ``usr1``) or number (``10``)."""
+    try:
+        if re.fullmatch("[0-9]+", raw):
+            return signal.Signals(int(raw))
+        upper = raw.upper()
+        return signal.Signals[upper if upper.startswith("SIG") else "SIG" + upper]
+    except (KeyError, ValueError):
+        raise ConfigError(f"{name}={raw!r} is not a signal name or number on this system") from None
+
+
+def parse_bool(name: str, raw: str) -> bool:
+    text = raw.lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a yes/no value (use 1 or 0, true or false)")
+
+
+def parse_port(name: str, raw: str) -> int:
+    if not re.fullmatch("[0-9]{1,5}", raw) or not 1 <= int(raw) <= 65535:
+        raise ConfigError(f"{name}={raw!r} is not a TCP port (1 to 65535)")
+    return int(raw)
+
+
+def parse_count(name: str, raw: str, most: int) -> int:
+    if not re.fullmatch("[0-9]+", raw) or int(raw) > most:
+        raise ConfigError(f"{name}={raw!r} is not a whole number from 0 to {most}")
+    return int(raw)
+
+
+def parse_address(name: str, raw: str) -> str:
+    """An IPv4 or IPv6 address to listen on (no names: nothing to resolve at start)."""
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        raise ConfigError(
+            f"{name}={raw!r} is not an IP address (e.g. 127.0.0.1, 0.0.0.0, ::1)"
+        ) from None
+
+
+def parse_url(name: str, raw: str) -> str:
+    parsed = urllib.parse.urlparse(raw)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or raw != raw.strip():
+        raise ConfigError(f"{name}={raw!r} is not an http:// or https:// URL")
+    return raw
+
+
+def parse_choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    if raw not in choices:
+        raise ConfigError(f"{name}={raw!r} must be one of: {', '.join(choices)}")
+    return raw
+
+
+SOURCE_NAMES = ("inotify", "psi", "eventfd", "ebpf")
+# The eBPF probe costs a compile at start (seconds; tens of seconds under emulation) and
+# privileges: it runs when asked for (`all`, a list naming it, or --bpf-signal).
+DEFAULT_SOURCES = ("inotify", "psi", "eventfd")
+_PSI_TRIGGER_RE = re.compile(rf"(some|full):({_NUMBER})(us|ms|s)/({_NUMBER})(us|ms|s)")
+_PSI_CONDITION_RE = re.compile(rf"(some|full)_(avg10|avg60|avg300) *> *({_NUMBER})")
+_MICROSECONDS = {"us": 1, "ms": 1000, "s": 1_000_000}
+
+
+@dataclass(frozen=True)
+class PsiTriggerSpec:
+    """A PSI trigger: wake when tasks stalled ``stall_us`` within any ``window_us``."""
+
+    kind: str  # some | full
+    stall_us: int
+    window_us: int
+
+    def text(self, window_us: int | None = None) -> str:
+        return f"{self.kind} {self.stall_us} {window_us or self.window_us}"
+
+
+DEFAULT_PSI = PsiTriggerSpec("some", 150_000, 1_000_000)
+
+
+def parse_psi_trigger(name: str, raw: str) -> PsiTriggerSpec | None:
+    """``some:150ms/1s`` → a trigger; ``off`` → None."""
+    if raw.lower() == "off":
+        return None
+    match = _PSI_TRIGGER_RE.fullmatch(raw)
+    if not match:
+        raise ConfigError(f"{name}={raw!r} is not a PSI trigger (use e.g. some:150ms/1s, or off)")
+    kind, stall, stall_unit, window, window_unit = match.groups()
+    stall_us = int(float(stall) * _MICROSECONDS[stall_unit])
+    window_us = int(float(window) * _MICROSECONDS[window_unit])
+    if not 500_000 <= window_us <= 10_000_000:
+        raise ConfigError(f"{name}={raw!r}: the kernel takes PSI windows from 500ms to 10s")
+    if not 0 < stall_us <= window_us:
+        raise ConfigError(f"{name}={raw!r}: the stall must be above 0 and within the window")
+    return PsiTriggerSpec(kind, stall_us, window_us)
+
+
+def parse_psi_condition(name: str, raw: str) -> PsiCondition | None:
+    """``some_avg10>40`` → a condition; ``off`` → None."""
+    if raw.lower() == "off":
+        return None
+    match = _PSI_CONDITION_RE.fullmatch(raw)
+    if not match:
+        raise ConfigError(
+            f"{name}={raw!r} is not a PSI condition (use e.g. some_avg10>40 or full_avg60>10)"
+        )
+    kind, window, above = match.groups()
+    if not 0 <= float(above) < 100:
+        raise ConfigError(f"{name}={raw!r}: PSI averages are percentages, from 0 to below 100")
+    return PsiCondition(kind, window, float(above))
+
+
+def parse_sources(name: str, raw: str) -> tuple[str, ...]:
+    """``all``, ``none``, or a comma list of inotify, psi, eventfd, ebpf."""
+    text = raw.lower()
+    if text == "all":
+        return SOURCE_NAMES
+    if text == "none":
+        return ()
+    chosen = tuple(part.strip() for part in text.split(","))
+    unknown = [part for part in chosen if part not in SOURCE_NAMES]
+    if unknown or not chosen:
+        raise ConfigError(
+            f"{name}={raw!r}: sources are all, none, or a list of {', '.join(SOURCE_NAMES)}"
+        )
+    return tuple(dict.fromkeys(chosen))
