@@ -1,7 +1,8 @@
 """Command line: the parser built from the settings table and the commands' own arguments.
 
 Each verb is a module of ``oomhero.commands`` with HELP, DESCRIPTION, FLAGS (which groups of the
-settings table it takes), ``arguments(parser)`` and ``run(args)``.
+settings table it takes), ``run(args)``, and where it has them TARGETS (nargs of the CGROUP|PID
+positional) and ``arguments(parser)`` for its own.
 """
 
 from __future__ import annotations
@@ -85,7 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
             description=command.DESCRIPTION,
             formatter_class=argparse.RawDescriptionHelpFormatter if raw else argparse.HelpFormatter,
         )
-        command.arguments(p)
+        if hasattr(command, "TARGETS"):  # the commands that take cgroups or PIDs
+            p.add_argument("targets", nargs=command.TARGETS, metavar="CGROUP|PID")
+        if hasattr(command, "arguments"):
+            command.arguments(p)
         # A command with defaults of its own (the demo) takes no env vars: it shows, it is not
         # configured.
         own_defaults = getattr(command, "WATCH_DEFAULTS", None)

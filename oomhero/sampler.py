@@ -6,6 +6,7 @@ memory.pressure where PSI conditions are set and memory.events when inotify says
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from oomhero.config import WatchSettings
@@ -37,14 +38,15 @@ class Sampler:
         percent = value * 100.0 / memory.limit if memory.limit > 0 else 100.0
         return Sample(memory, value, percent)
 
-    def pressure(self, target: Target) -> Level | None:
-        """The level PSI conditions alone reach; None when they apply but cannot be read."""
+    def pressure(self, target: Target, unreadable: Callable[[Target], None]) -> Level:
+        """The level PSI conditions alone reach; ``unreadable(target)`` when they apply but
+        memory.pressure cannot be read."""
         s = self.settings
         if s.warning_psi is None and s.critical_psi is None:
             return Level.OK
         pressure = target.reader.pressure() if isinstance(target.reader, CgroupDir) else None
         if pressure is None:
-            return None
+            unreadable(target)
         return pressure_level(s.warning_psi, s.critical_psi, pressure)
 
     def events(self, target: Target) -> dict[str, int]:

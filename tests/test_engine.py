@@ -103,7 +103,7 @@ def make_engine():
 def test_warning_then_critical_are_delivered_at_the_right_samples(recorder, json_log, make_engine):
     reader = ScriptedReader()
     engine, clock = make_engine(FakeScanner(app=([recorder.pid], reader)))
-    engine.rescan()
+    engine.watchlist.rescan()
     assert list(engine.targets) == ["app"]
     assert list(engine.targets["app"].processes.by_pid) == [recorder.pid]
 
@@ -142,7 +142,7 @@ def test_warning_then_critical_are_delivered_at_the_right_samples(recorder, json
 def test_cooldown_repeats_follow_the_injected_clock(recorder, json_log, make_engine):
     reader = ScriptedReader()
     engine, clock = make_engine(FakeScanner(app=([recorder.pid], reader)), cooldown=10)
-    engine.rescan()
+    engine.watchlist.rescan()
     got = []
     for step in (0, 5, 5, 1):  # t = 0, 5, 10, 11
         clock.now += step
@@ -156,7 +156,7 @@ def test_cooldown_repeats_follow_the_injected_clock(recorder, json_log, make_eng
 def test_a_jump_to_critical_sends_only_the_critical_signal(recorder, json_log, make_engine):
     reader = ScriptedReader([percent(97)])
     engine, _ = make_engine(FakeScanner(app=([recorder.pid], reader)))
-    engine.rescan()
+    engine.watchlist.rescan()
     engine.sample_all("poll")
     assert recorder.received() == ["SIGUSR2"]
     assert messages(json_log, "rose to critical (skipped warning)")
@@ -169,7 +169,7 @@ def test_custom_signals_are_used(recorder, json_log, make_engine):
         warning_signal=signal.SIGUSR2,
         critical_signal=signal.SIGUSR1,
     )
-    engine.rescan()
+    engine.watchlist.rescan()
     engine.sample_all("poll")
     assert recorder.received() == ["SIGUSR2"]
     engine.sample_all("poll")
@@ -181,7 +181,7 @@ def test_working_set_metric_ignores_inactive_file(recorder, json_log, make_engin
     sample = MemorySample(95 * MIB, LIMIT, 30 * MIB)
     reader = ScriptedReader([sample, sample])
     engine, _ = make_engine(FakeScanner(app=([recorder.pid], reader)), metric="working-set")
-    engine.rescan()
+    engine.watchlist.rescan()
     engine.sample_all("poll")
     assert recorder.received() == []
     engine.sampler.settings = WatchSettings(metric="usage")
@@ -211,7 +211,7 @@ def test_signal_target_main_signals_only_the_topmost_process(tmp_path, json_log,
             signal_target="main",
             signal_uncaught=True,
         )
-        engine.rescan()
+        engine.watchlist.rescan()
         engine.sample_all("poll")
         assert shell.wait(timeout=15) == -signal.SIGUSR1
         assert received(child.pid, out) == []
@@ -276,7 +276,7 @@ def test_unlimited_never_signals_and_says_so_once(recorder, json_log, make_engin
     unlimited = MemorySample(10_000 * MIB, None, 0)
     reader = ScriptedReader([unlimited] * 5)
     engine, clock = make_engine(FakeScanner(app=([recorder.pid], reader)), cooldown=1)
-    engine.rescan()
+    engine.watchlist.rescan()
     for _ in range(5):
         clock.now += 100
         engine.sample_all("poll")
@@ -292,7 +292,7 @@ def test_unlimited_is_said_again_after_a_limit_came_and_went(recorder, json_log,
     unlimited = MemorySample(10 * MIB, None, 0)
     reader = ScriptedReader([unlimited, unlimited, percent(10), unlimited])
     engine, _ = make_engine(FakeScanner(app=([recorder.pid], reader)))
-    engine.rescan()
+    engine.watchlist.rescan()
     for _ in range(4):
         engine.sample_all("poll")
     assert len(messages(json_log, "no memory limit: never signalled")) == 2
@@ -301,7 +301,7 @@ def test_unlimited_is_said_again_after_a_limit_came_and_went(recorder, json_log,
 def test_json_log_lines(recorder, json_log, make_engine):
     reader = ScriptedReader([percent(80)])
     engine, _ = make_engine(FakeScanner(app=([recorder.pid], reader)))
-    engine.rescan()
+    engine.watchlist.rescan()
     engine.sample_all("inotify")
     records = lines(json_log)  # every line parses as JSON
     assert [r["level"] for r in records] == ["info", "warning", "warning"]
@@ -321,7 +321,7 @@ def test_a_gone_process_is_forgotten_and_nothing_else_is_signalled(
 ):
     reader = ScriptedReader([percent(80)])
     engine, _ = make_engine(FakeScanner(app=([sleeper.pid, recorder.pid], reader)))
-    engine.rescan()
+    engine.watchlist.rescan()
     assert sorted(engine.targets["app"].processes.by_pid) == sorted([sleeper.pid, recorder.pid])
     sleeper.kill()
     sleeper.wait()
@@ -334,7 +334,7 @@ def test_a_gone_process_is_forgotten_and_nothing_else_is_signalled(
 def test_no_process_left_to_signal_is_logged(sleeper, json_log, make_engine):
     reader = ScriptedReader([percent(80), percent(95)])
     engine, _ = make_engine(FakeScanner(app=([sleeper.pid], reader)))
-    engine.rescan()
+    engine.watchlist.rescan()
     sleeper.kill()
     sleeper.wait()
     engine.sample_all("poll")  # the scan before signalling finds it gone
@@ -351,7 +351,7 @@ def test_unreadable_sample_is_said_once_then_recovers(recorder, json_log, make_e
         [CgroupError(2, "gone"), ValueError("bad number"), CgroupError(2, "gone"), percent(80)]
     )
     engine, _ = make_engine(FakeScanner(app=([recorder.pid], reader)))
-    engine.rescan()
+    engine.watchlist.rescan()
     for _ in range(4):
         engine.sample_all("poll")
     assert len(messages(json_log, "cannot sample")) == 1
@@ -361,14 +361,14 @@ def test_unreadable_sample_is_said_once_then_recovers(recorder, json_log, make_e
 def test_a_target_that_cannot_be_opened_is_said_once_and_retried(recorder, json_log, make_engine):
     scanner = FakeScanner(app=([recorder.pid], CgroupError(13, "permission denied")))
     engine, _ = make_engine(scanner)
-    engine.rescan()
-    engine.rescan()
+    engine.watchlist.rescan()
+    engine.watchlist.rescan()
     assert engine.targets == {}
     assert scanner.opened == 2
     assert [m["why"] for m in messages(json_log, "cannot read target")] == ["permission denied"]
     reader = ScriptedReader([percent(80)])
     scanner.targets["app"] = ([recorder.pid], reader)
-    engine.rescan()
+    engine.watchlist.rescan()
     engine.sample_all("poll")
     assert recorder.received() == ["SIGUSR1"]
 
@@ -377,10 +377,10 @@ def test_a_target_gone_from_the_scan_is_closed(recorder, json_log, make_engine):
     reader = ScriptedReader()
     scanner = FakeScanner(app=([recorder.pid], reader))
     engine, _ = make_engine(scanner)
-    engine.rescan()
+    engine.watchlist.rescan()
     tracked = engine.targets["app"].processes.by_pid[recorder.pid]
     scanner.targets.clear()
-    engine.rescan()
+    engine.watchlist.rescan()
     assert engine.targets == {}
     assert reader.closed
     assert tracked.pidfd == -1
@@ -392,7 +392,7 @@ def test_each_target_has_its_own_state(tmp_path, json_log, make_engine):
     try:
         a, b = ScriptedReader(), ScriptedReader()
         engine, _ = make_engine(FakeScanner(a=([first.pid], a), b=([second.pid], b)))
-        engine.rescan()
+        engine.watchlist.rescan()
         a.push(percent(80), percent(80))
         b.push(percent(10), percent(95))
         engine.sample_all("poll")
@@ -411,7 +411,7 @@ def test_a_zero_limit_does_not_stop_the_other_targets(tmp_path, json_log, make_e
         zero = ScriptedReader([MemorySample(4096, 0, 0)])
         fine = ScriptedReader([percent(80)])
         engine, _ = make_engine(FakeScanner(zero=([first.pid], zero), fine=([second.pid], fine)))
-        engine.rescan()
+        engine.watchlist.rescan()
         engine.sample_all("poll")
         assert second.received() == ["SIGUSR1"]
     finally:
@@ -427,7 +427,7 @@ def test_a_process_started_since_the_last_scan_still_gets_the_signal(tmp_path, r
     engine = Engine(scanner, WatchSettings(warning=75, critical=90, sources=()), clock=Clock())
     late = Recorder(tmp_path, "late")
     try:
-        engine.rescan()
+        engine.watchlist.rescan()
         engine.sample_all("poll")
         scanner.targets["app"] = ([recorder.pid, late.pid], reader)  # started after the scan
         engine.sample_all("poll")  # crosses warning before any rescan

@@ -15,19 +15,29 @@ from oomhero.policy import Decision
 if TYPE_CHECKING:
     from oomhero.config import WatchSettings
     from oomhero.sampler import Sample
-    from oomhero.sources.ebpf import Crossing
     from oomhero.targets import Target
 
 
 class Actions:
     def __init__(
-        self, settings: WatchSettings, refresh: Callable[[Target], None], listeners: Listeners
+        self,
+        settings: WatchSettings,
+        refresh: Callable[[Target], None],
+        listeners: Listeners,
+        report: Report,
     ) -> None:
         self.listeners = listeners
-        self.report = Report()
+        self.report = report
         self.signaller = Signaller(
             settings.signal_target, settings.signal_uncaught, refresh, self.report, listeners
         )
+
+    def unreadable(self, target: Target, error: Exception) -> None:
+        self.report.once(target, "unreadable", logging.WARNING, "cannot sample", why=str(error))
+
+    def no_pressure(self, target: Target) -> None:
+        msg = "no memory.pressure: PSI conditions cannot apply to this target"
+        self.report.once(target, "no-psi", logging.WARNING, msg)
 
     def decided(
         self,
@@ -35,9 +45,11 @@ class Actions:
         sample: Sample,
         decision: Decision,
         source: str,
-        crossing: Crossing | None,
         next_in: float,
     ) -> None:
+        crossing, target.crossing = target.crossing, None  # the probe's event that woke it
+        self.report.clear(target, "unreadable")
+        self.report.clear(target, "unlimited")
         fields = _sample_fields(target, sample, source)
         if crossing is not None:
             # What the probe saw at the charge itself, and how long until this sample.
@@ -50,9 +62,12 @@ class Actions:
             self.report.level_changed(decision, fields)
         if decision.signal is not None:
             self.signaller.signal(target, decision, fields)
+            self.listeners.crossed(target, sample, decision, source)
         self.listeners.sampled(target, sample.memory, sample.percent, decision, source)
 
     def unlimited(self, target: Target, sample: Sample, source: str) -> None:
+        self.report.clear(target, "unreadable")
+        target.crossing = None
         self.report.once(
             target,
             "unlimited",
@@ -63,6 +78,8 @@ class Actions:
         self.listeners.sampled(target, sample.memory, None, None, source)
 
     def oom_killed(self, target: Target, victims: int, total: int | None) -> None:
+        if victims <= 0:
+            return
         self.report.oom_killed(target, victims, total)
         self.listeners.oom_killed(target, victims)
 

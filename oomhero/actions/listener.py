@@ -5,11 +5,13 @@ Listeners run on the loop's thread and must not block it. Each overrides only wh
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # types only: the listeners' rooms must not import the loop's
     from oomhero.kernel.cgroup import MemorySample
     from oomhero.policy import Decision, Level
+    from oomhero.sampler import Sample
     from oomhero.targets import Target
 
 
@@ -23,6 +25,9 @@ class Listener:
         source: str,
     ) -> None:
         """A sample was taken; ``percent`` and ``decision`` are None without a limit."""
+
+    def crossed(self, target: Target, sample: Sample, decision: Decision, source: str) -> None:
+        """A decision with a signal: a threshold was crossed (or is repeated after cooldown)."""
 
     def signalled(self, target: Target, level: Level, signal: str, pid: int, where: str) -> None:
         """A signal reached ``pid``, sent from ``where``: ``user`` space or the ``kernel``."""
@@ -43,33 +48,27 @@ class Listener:
         """Once per loop iteration."""
 
 
-class Listeners(list[Listener]):
-    """The engine's listeners; each call reaches every one of them."""
+class Listeners(list[Listener], Listener):
+    """The engine's listeners: a call of any Listener method reaches every one of them."""
 
-    def sampled(self, *args: object) -> None:
-        for listener in self:
-            listener.sampled(*args)
 
-    def signalled(self, *args: object) -> None:
+def _broadcast(name: str) -> Callable[..., None]:
+    def call(self: Listeners, *args: object) -> None:
         for listener in self:
-            listener.signalled(*args)
+            getattr(listener, name)(*args)
 
-    def skipped(self, *args: object) -> None:
-        for listener in self:
-            listener.skipped(*args)
+    call.__name__ = name
+    return call
 
-    def oom_killed(self, *args: object) -> None:
-        for listener in self:
-            listener.oom_killed(*args)
 
-    def detected(self, *args: object) -> None:
-        for listener in self:
-            listener.detected(*args)
-
-    def gone(self, *args: object) -> None:
-        for listener in self:
-            listener.gone(*args)
-
-    def tick(self, *args: object) -> None:
-        for listener in self:
-            listener.tick(*args)
+for _name in (
+    "sampled",
+    "crossed",
+    "signalled",
+    "skipped",
+    "oom_killed",
+    "detected",
+    "gone",
+    "tick",
+):
+    setattr(Listeners, _name, _broadcast(_name))

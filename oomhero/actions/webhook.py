@@ -15,11 +15,15 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from typing import TYPE_CHECKING
 
 from oomhero import log
 from oomhero.actions.listener import Listener
-from oomhero.kernel.cgroup import MemorySample
 from oomhero.policy import Decision
+
+if TYPE_CHECKING:
+    from oomhero.sampler import Sample
+    from oomhero.targets import Target
 
 QUEUE_SIZE = 256
 BACKOFF = 0.5  # seconds before the first retry, doubled for each next one
@@ -38,23 +42,14 @@ class Webhook(Listener):
         )
         self._thread.start()
 
-    def sampled(
-        self,
-        target,
-        sample: MemorySample,
-        percent: float | None,
-        decision: Decision | None,
-        source: str,
-    ) -> None:
-        if decision is None or decision.signal is None:
-            return
+    def crossed(self, target: Target, sample: Sample, decision: Decision, source: str) -> None:
         body = {
             "target": target.name,
             "level": decision.signal.label,
             "reason": decision.reason,
-            "usage": sample.current,
-            "limit": sample.limit,
-            "percent": round(percent, 2),
+            "usage": sample.memory.current,
+            "limit": sample.memory.limit,
+            "percent": round(sample.percent, 2),
             "source": source,
             "time": time.time(),
         }

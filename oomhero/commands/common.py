@@ -105,7 +105,7 @@ def start_outputs(outputs: Outputs, engine: Engine) -> list[Callable[[], None]]:
         address, port = outputs.metrics_address, outputs.metrics_port
         metrics = Metrics()
         try:
-            server = serve_metrics(metrics, lambda: engine.scanned_once, address, port)
+            server = serve_metrics(metrics, lambda: engine.watchlist.scanned_once, address, port)
         except OSError as exc:
             raise ConfigError(f"cannot serve metrics on {address}:{port}: {exc.strerror}") from None
         engine.listeners.append(metrics)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 from dataclasses import dataclass
 
+from oomhero.actions.signal import SendResult, send
 from oomhero.commands.common import gather_settings
 from oomhero.config import WatchSettings
+from oomhero.kernel import features
 from oomhero.kernel.cgroup import CgroupDir, CgroupError, read_text
-from oomhero.kernel.locate import host_view_path, membership_of, memory_mount, own_mounts
+from oomhero.kernel.locate import memory_mount, open_own, own_mounts
 from oomhero.kernel.procfs import ProcessSet
 from oomhero.sources import ebpf, probe
 from oomhero.targets import Found
@@ -19,11 +20,8 @@ from oomhero.targets.pod import PodScanner
 
 HELP = "what this machine supports, and can oomhero read/signal targets"
 DESCRIPTION = "Each line: ok or missing, and why. Targets default to what sidecar mode would watch."
+TARGETS = "*"
 FLAGS = ()
-
-
-def arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("targets", nargs="*", metavar="CGROUP|PID")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,9 +43,6 @@ def run(args: argparse.Namespace) -> int:
         print(check.line())
     memory = next(c for c in checks if c.name == "memory controller")
     return 0 if memory.ok else 1
-
-
-KPROBE_FILES = ("/sys/kernel/tracing/kprobe_events", "/sys/kernel/debug/tracing/kprobe_events")
 
 
 @dataclass
@@ -81,7 +76,7 @@ def machine_checks() -> list[Check]:
     checks.append(Check("memory controller", v2_memory or v1 is not None, where))
     checks.append(_psi_check())
     checks.append(
-        _inotify_check(mounts)
+        _inotify_check()
         if v2_memory
         else Check("inotify memory.events", False, "needs the memory controller on cgroup v2")
     )
@@ -98,52 +93,41 @@ def _read_words(path: str) -> list[str]:
 
 
 def _psi_check() -> Check:
-    try:
-        read_text("/proc/pressure/memory")
-    except OSError as exc:
-        return Check(
-            "PSI",
-            False,
-            f"/proc/pressure/memory: {exc.strerror} "
-            "(kernel without CONFIG_PSI, or booted with psi=0)",
-        )
+    error = features.psi_error()
+    if error:
+        return Check("PSI", False, f"{error} (kernel without CONFIG_PSI, or booted with psi=0)")
     return Check(
         "PSI",
         True,
-        "/proc/pressure/memory readable; triggers need CAP_SYS_RESOURCE "
+        f"{features.PSI_MEMORY} readable; triggers need CAP_SYS_RESOURCE "
         "or a window that is a multiple of 2 s",
     )
 
 
-def _inotify_check(mounts: list) -> Check:
-    membership = membership_of(os.getpid())
+def _inotify_check() -> Check:
+    """The inotify source's own check, on this process's cgroup."""
+    cgroup = open_own()
+    if cgroup is None:
+        return Check("inotify memory.events", False, "this process's cgroup cannot be seen here")
     try:
-        path = host_view_path(membership, mounts) if membership else None
-    except CgroupError as exc:
-        return Check("inotify memory.events", False, exc.strerror)
-    events = f"{path}/memory.events"
-    if path is None or not os.path.exists(events):
-        return Check(
-            "inotify memory.events",
-            False,
-            "this process's cgroup has no memory.events (the root cgroup has none)",
-        )
-    try:
-        import inotify_simple
-
-        with inotify_simple.INotify() as watcher:
-            watcher.add_watch(events, inotify_simple.flags.MODIFY)
-    except ImportError:
-        return Check("inotify memory.events", False, "inotify_simple is not installed")
-    except OSError as exc:
-        return Check("inotify memory.events", False, f"{events}: {exc.strerror}")
-    return Check("inotify memory.events", True, f"watch on {events} accepted")
+        if not cgroup.has("memory.events"):
+            return Check(
+                "inotify memory.events",
+                False,
+                "this process's cgroup has no memory.events (the root cgroup has none)",
+            )
+        _, missing = probe(cgroup, ("inotify",), None)
+    finally:
+        cgroup.close()
+    if missing:
+        return Check("inotify memory.events", False, missing["inotify"])
+    return Check("inotify memory.events", True, f"watch on {cgroup.path}/memory.events accepted")
 
 
 def _v1_threshold_check(v1_mount: str | None) -> Check:
     if v1_mount is None:
         return Check("v1 thresholds", False, "no cgroup v1 memory hierarchy")
-    control = f"{v1_mount}/cgroup.event_control"
+    control = features.v1_event_control(v1_mount)
     if not os.path.exists(control):
         return Check("v1 thresholds", False, f"{control} does not exist")
     return Check("v1 thresholds", True, f"{control} present (eventfd thresholds)")
@@ -164,8 +148,7 @@ def _ebpf_checks() -> list[Check]:
                 "use a venv from /usr/bin/python3 with --system-site-packages",
             )
         )
-    release = os.uname().release
-    build = f"/lib/modules/{release}/build"
+    build, release = features.kernel_headers()
     checks.append(
         Check(
             "kernel headers",
@@ -175,7 +158,7 @@ def _ebpf_checks() -> list[Check]:
             else f"{build} missing (install linux-headers-{release})",
         )
     )
-    kprobes = next((f for f in KPROBE_FILES if os.path.exists(f)), None)
+    kprobes = features.kprobe_events()
     checks.append(
         Check(
             "kprobes",
@@ -219,12 +202,8 @@ def target_checks(found: dict[str, Found], settings: WatchSettings) -> list[Chec
         processes.sync(item.members)
         denied = []
         for process in processes.chosen("all"):
-            try:
-                signal.pidfd_send_signal(process.pidfd, 0)  # 0: permission check only
-            except PermissionError:
+            if send(process, 0) is SendResult.DENIED:  # signal 0: a permission check only
                 denied.append(process.pid)
-            except ProcessLookupError:
-                pass
         processes.close()
         checks.append(
             Check(

@@ -15,9 +15,5 @@ DESCRIPTION = (
 FLAGS = ("watch", "output")
 
 
-def arguments(parser: argparse.ArgumentParser) -> None:
-    pass
-
-
 def run(args: argparse.Namespace) -> int:
     return run_engine(args, PodScanner)

@@ -23,11 +23,11 @@ DESCRIPTION = (
     "Usage, limit, percent, working set, memory.events counters and PSI avg10 of the given "
     "cgroups/PIDs, or of every process's cgroup."
 )
+TARGETS = "*"
 FLAGS = ()
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("targets", nargs="*", metavar="CGROUP|PID")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 

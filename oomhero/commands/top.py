@@ -46,11 +46,8 @@ DESCRIPTION = (
     "and its marks, the last minute, level, last signal, wake-up sources, PSI. Keys: s sort, "
     "r reverse, q quit. Targets default to what sidecar mode would watch."
 )
+TARGETS = "*"
 FLAGS = ("watch", "output")
-
-
-def arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("targets", nargs="*", metavar="CGROUP|PID")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,9 +1,6 @@
-"""The live view of ``oomhero top``: per-target history, rows, bars and sparklines.
-
-The view is one of the engine's listeners: ``sampled`` feeds each target's last minute of
-usage (the sparkline), ``signalled`` and ``oom_killed`` what was done and seen, and ``tick``
-reads PSI (at most once a second per target) and redraws (at most every ``REDRAW`` seconds).
-"""
+"""The live view of ``oomhero top``, an engine listener: ``sampled`` feeds each target's last
+minute (the sparkline), ``signalled``/``oom_killed`` what was done and seen, ``tick`` reads PSI
+(at most once a second per target) and redraws (at most every ``REDRAW`` seconds)."""
 
 from __future__ import annotations
 
@@ -177,7 +174,7 @@ class TopView(Listener):
     def row(self, target: Target, prefix: str = "") -> list[RenderableType]:
         s, own = self.engine.settings, target.settings  # own: thresholds, signals
         sample = target.last_sample
-        percent = self.percent(target)
+        percent, psi = self.percent(target), self.psi.get(target.key, (None, None))[1]
         if sample is None:
             usage = "-"
         elif sample.limit is None:
@@ -189,12 +186,12 @@ class TopView(Listener):
             target.main_comm,
             self.level_text(target),
             usage,
-            "-" if percent is None else f"{percent:.1f}",
+            _one_decimal(percent),
             bar(percent, own.warning, own.critical, target.state.level),
             sparkline(self.history.get(target.key, ()), self.clock(), own.warning, own.critical),
             self.signal_text(target),
             " ".join(self.engine.sources.active(target.key)) or "-",
-            _psi_text(self.psi.get(target.key, (None, None))[1]),
+            _one_decimal(psi),
         ]
 
     def level_text(self, target: Target) -> Text:
@@ -325,7 +322,7 @@ def _some_avg10(reader) -> float | None:
     return (pressure() or {}).get("some", {}).get("avg10")
 
 
-def _psi_text(value: float | None) -> str:
+def _one_decimal(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
@@ -345,10 +342,7 @@ def _count(n: int, noun: str) -> str:
 
 def _ago(seconds: float) -> str:
     seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m"
-    if seconds < 86400:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 86400}d"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

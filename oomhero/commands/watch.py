@@ -12,11 +12,8 @@ DESCRIPTION = (
     "Watch cgroups (a path, absolute or below the memory hierarchy's mount) or the memory "
     "cgroup of PIDs, with the sidecar's engine."
 )
+TARGETS = "+"
 FLAGS = ("watch", "output")
-
-
-def arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("targets", nargs="+", metavar="CGROUP|PID")
 
 
 def run(args: argparse.Namespace) -> int:

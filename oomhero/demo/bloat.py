@@ -22,33 +22,20 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from oomhero.config import ConfigError, parse_size
-from oomhero.kernel.cgroup import CgroupError
-from oomhero.kernel.locate import host_view_path, membership_of, own_mounts
+from oomhero.kernel.cgroup import CgroupDir, CgroupError
+from oomhero.kernel.locate import open_own
 
 CHUNK = 1024 * 1024
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def own_usage_file() -> str | None:
-    """This process's memory cgroup usage file, found as oomhero finds any process's cgroup."""
-    membership = membership_of(os.getpid())
-    if membership is None:
+def read_usage(cgroup: CgroupDir | None) -> int | None:
+    """Its own cgroup's usage, found as oomhero finds any process's cgroup."""
+    if cgroup is None:
         return None
     try:
-        path = host_view_path(membership, own_mounts())
-    except CgroupError:
-        return None
-    name = "memory.current" if membership.version == 2 else "memory.usage_in_bytes"
-    return os.path.join(path, name)
-
-
-def read_usage(path: str | None) -> int | None:
-    if path is None:
-        return None
-    try:
-        with open(path) as f:
-            return int(f.read())
-    except (OSError, ValueError):
+        return cgroup.usage()
+    except (CgroupError, ValueError):
         return None  # e.g. the root cgroup, which has no memory.current
 
 
@@ -61,7 +48,7 @@ class Bloat:
         self.stop_at = stop_at
         self.events = events
         self.held: list[mmap.mmap] = []
-        self.usage_file = own_usage_file()
+        self.cgroup = open_own()
         self.healthy = True
         self.running = True
         self.shed_on_critical = shed_on_critical
@@ -77,7 +64,7 @@ class Bloat:
                 "t": time.clock_gettime(time.CLOCK_MONOTONIC),
                 "pid": os.getpid(),
                 "held": self.held_bytes,
-                "cgroup_usage": read_usage(self.usage_file),
+                "cgroup_usage": read_usage(self.cgroup),
                 **fields,
             }
         )
@@ -88,7 +75,7 @@ class Bloat:
 
     def on_warning(self, signum: int, _frame: object) -> None:
         before = self.held_bytes
-        usage = read_usage(self.usage_file)
+        usage = read_usage(self.cgroup)
         keep = max(len(self.held) - self.cache // CHUNK, 0)
         self.cache -= (len(self.held) - keep) * CHUNK
         for chunk in self.held[keep:]:

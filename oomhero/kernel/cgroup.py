@@ -113,13 +113,17 @@ class CgroupDir:
             return False
         return True
 
+    def usage(self) -> int:
+        """Bytes charged to the cgroup now (and below it)."""
+        return int(self.read("memory.current" if self.version == 2 else "memory.usage_in_bytes"))
+
     def sample(self) -> MemorySample:
         if self.version == 2:
-            current = int(self.read("memory.current"))
+            current = self.usage()
             limit = parse_limit(self.read("memory.max"))
             inactive = parse_flat_keyed(self.read("memory.stat")).get("inactive_file", 0)
             return MemorySample(current, limit, inactive)
-        current = int(self.read("memory.usage_in_bytes"))
+        current = self.usage()
         limit = parse_limit(self.read("memory.limit_in_bytes"))
         stat = parse_flat_keyed(self.read("memory.stat"))
         # v1 is hierarchical: a parent's smaller limit applies too.

@@ -105,6 +105,17 @@ def own_mounts() -> list[Mount]:
     return parse_mountinfo(read_text("/proc/self/mountinfo"))
 
 
+def open_own() -> CgroupDir | None:
+    """This process's own memory cgroup (host view), or None where it cannot be seen."""
+    membership = membership_of(os.getpid())
+    if membership is None:
+        return None
+    try:
+        return CgroupDir(host_view_path(membership, own_mounts()), membership.version)
+    except CgroupError:
+        return None
+
+
 def host_view_path(membership: Membership, mounts: list[Mount]) -> str:
     """Where this process sees the cgroup named by ``membership``; raises CgroupError if nowhere."""
     mount = memory_mount(mounts, membership.version)

@@ -127,3 +127,27 @@ class ProcessSet:
         if signal_target == "main":
             return [t for t in members if t.info.ppid not in self.by_pid]
         return members
+
+
+def read_environ(pid: int, proc: str = "/proc") -> bytes:
+    """The NUL-separated environment a process started with; raises OSError."""
+    with open(f"{proc}/{pid}/environ", "rb") as f:
+        return f.read()
+
+
+def effective_capabilities() -> int:
+    """This process's effective capability bits (CapEff of /proc/self/status)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+
+
+def kernel_symbols(kallsyms: str = "/proc/kallsyms") -> set[str]:
+    """Names of the kernel's symbols; raises OSError."""
+    with open(kallsyms) as f:
+        return {line.split()[2] for line in f if line.count(" ") >= 2}
+
+
+def pid_namespace() -> tuple[int, int]:
+    """This process's PID namespace as the kernel names it: (dev_t, inode)."""
+    st = os.stat("/proc/self/ns/pid")
+    return (os.major(st.st_dev) << 20) | os.minor(st.st_dev), st.st_ino

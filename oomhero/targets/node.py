@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from oomhero import log
 from oomhero.config import ConfigError, Setting, WatchSettings, build_watch_settings
 from oomhero.kernel.cgroup import CgroupDir, CgroupError
-from oomhero.kernel.procfs import ProcInfo, read_proc
+from oomhero.kernel.procfs import ProcInfo, read_environ, read_proc
 from oomhero.targets import Found
 
 # A pod's directory in either driver; its children are the pod's containers.
@@ -116,8 +116,7 @@ class NodeScanner:
     def _own_settings(self, members: list[ProcInfo]) -> dict[str, Setting]:
         for info in members:
             try:
-                with open(f"{self.proc}/{info.pid}/environ", "rb") as f:
-                    return container_settings(f.read())
+                return container_settings(read_environ(info.pid, self.proc))
             except OSError:
                 continue
         return {}

@@ -63,11 +63,11 @@ def test_metrics_move_with_the_samples_and_healthz_waits_for_the_first_scan(watc
     engine, directory = watched
     metrics = Metrics()
     engine.listeners.append(metrics)
-    server = serve(metrics, lambda: engine.scanned_once, "127.0.0.1", 0)
+    server = serve(metrics, lambda: engine.watchlist.scanned_once, "127.0.0.1", 0)
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         assert get(base + "/healthz")[0] == 503
-        engine.rescan()
+        engine.watchlist.rescan()
         engine.sample_all("poll")
         assert get(base + "/healthz")[0] == 200
         text = get(base + "/metrics")[1]
@@ -140,7 +140,7 @@ def test_webhook_posts_each_crossing_without_holding_up_the_loop(watched, record
     webhook = Webhook(receiver.url, timeout=10, retries=0)
     engine.listeners.append(webhook)
     try:
-        engine.rescan()
+        engine.watchlist.rescan()
         (directory / "memory.current").write_text(f"{90 * MIB}\n")
         engine.sample_all("poll")
         # The signal went out while the webhook is still waiting for its endpoint.
@@ -171,7 +171,7 @@ def test_webhook_retries_then_gives_up_with_one_line(watched, json_log):
     webhook = Webhook(url, timeout=1, retries=2)
     engine.listeners.append(webhook)
     try:
-        engine.rescan()
+        engine.watchlist.rescan()
         (directory / "memory.current").write_text(f"{60 * MIB}\n")
         engine.sample_all("poll")
         wait_until(lambda: webhook.failed == 1, "the webhook to give up", timeout=30)

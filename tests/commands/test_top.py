@@ -142,7 +142,7 @@ def setup(tmp_path, recorder, json_log):
     engine = Engine(scanner, WatchSettings(sources=("inotify",)), clock=clock)
     view = top_view.TopView(engine, keys=True)
     engine.listeners.append(view)
-    engine.rescan()
+    engine.watchlist.rescan()
     for pct in (80, 95, 87):
         small.push(30)
         app.push(pct)
@@ -202,7 +202,7 @@ def test_a_target_with_its_own_thresholds_gets_its_own_marks(json_log):
     try:
         view = top_view.TopView(engine)
         engine.listeners.append(view)
-        engine.rescan()
+        engine.watchlist.rescan()
         own.push(55)
         other.push(55)
         engine.sample_all("poll")
@@ -273,7 +273,7 @@ def test_view_keeps_the_last_log_lines_while_capturing_and_forgets_gone_targets(
     assert "line" in text_of(view.renderable())
 
     engine.watchlist.scanner.targets.pop("b-app")
-    engine.rescan()
+    engine.watchlist.rescan()
     view.tick(engine)
     assert "b-app" not in view.history and "b-app" not in view.signals
     assert "2 targets" in text_of(view.renderable())

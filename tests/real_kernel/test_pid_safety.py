@@ -54,7 +54,7 @@ def test_exited_and_reused_pid_is_never_signalled(tmp_path):
     )
     newcomer = None
     try:
-        engine.rescan()  # oomhero now tracks both processes of the cgroup
+        engine.watchlist.rescan()  # oomhero now tracks both processes of the cgroup
         tracked = set(next(iter(engine.targets.values())).processes.by_pid)
         assert tracked == {doomed.pid, workload.process.pid}
 

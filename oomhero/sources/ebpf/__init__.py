@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from oomhero.kernel.cgroup import CgroupDir
+from oomhero.kernel.procfs import effective_capabilities, kernel_symbols, pid_namespace
 
-PROGRAM = Path(__file__).resolve().parent.parent / "bpf" / "memcg_threshold.bpf.c"
+PROGRAM = Path(__file__).resolve().parents[3] / "bpf" / "memcg_threshold.bpf.c"
 # Probe targets whose arguments are (memcg, gfp_mask, nr_pages), newest kernels first.
 CHARGE_FUNCTIONS = ("try_charge_memcg", "try_charge")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -46,8 +47,7 @@ class Crossing:
 def charge_function(kallsyms: str = "/proc/kallsyms") -> str:
     """The first probe-able charge function this kernel has."""
     try:
-        with open(kallsyms) as f:
-            names = {line.split()[2] for line in f if line.count(" ") >= 2}
+        names = kernel_symbols(kallsyms)
     except OSError as exc:
         raise ProbeError(f"cannot read {kallsyms}: {exc.strerror}") from None
     for name in CHARGE_FUNCTIONS:
@@ -190,8 +190,7 @@ CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
 
 
 def may_load_kprobes() -> bool:
-    with open("/proc/self/status") as f:
-        effective = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    effective = effective_capabilities()
 
     def has(cap: int) -> bool:
         return bool(effective >> cap & 1)
@@ -201,9 +200,8 @@ def may_load_kprobes() -> bool:
 
 def _pid_namespace_flags() -> list[str]:
     """This process's PID namespace, as bpf_get_ns_current_pid_tgid() wants it (kernel dev_t)."""
-    st = os.stat("/proc/self/ns/pid")
-    dev = (os.major(st.st_dev) << 20) | os.minor(st.st_dev)
-    return [f"-DPIDNS_DEV={dev}ULL", f"-DPIDNS_INO={st.st_ino}ULL"]
+    dev, ino = pid_namespace()
+    return [f"-DPIDNS_DEV={dev}ULL", f"-DPIDNS_INO={ino}ULL"]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -325,10 +323,10 @@ class ProbeWatches:
                 woken.add(key)
         return woken
 
-    def hand_over(self, key: str, target) -> None:
+    def hand_over(self, target) -> None:
         """Give the target the crossing that woke it, for the sample's log line; a process the
         probe signalled itself (--bpf-signal) is not signalled again."""
-        target.crossing = self.crossings.pop(key, None)
+        target.crossing = self.crossings.pop(target.key, None)
         if target.crossing and target.crossing.signalled:
             target.signalled_in_kernel.add(target.crossing.pid)
 
