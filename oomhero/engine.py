@@ -21,6 +21,10 @@ from oomhero.sources.polling import Polling
 from oomhero.targets import Scanner, Target
 from oomhero.watchlist import Watchlist
 
+# A clean stop on each. SIGHUP does not reload: the settings are env vars and flags, which no
+# one can change in a running process, so there would be nothing new to read.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
 
 class Engine:
     def __init__(
@@ -42,12 +46,11 @@ class Engine:
             scanner, settings, self.sources, self.sampler, report, self.listeners,
             self.polling.describe(),
         )  # fmt: skip
-        self.actions = Actions(
-            settings.signal_target, self.watchlist.refresh, self.listeners, report
-        )
+        self.actions = Actions(settings, self.watchlist.refresh, self.listeners, report)
         self.targets, self.unopened = self.watchlist.targets, self.watchlist.unopened
         self.wakeups: Counter[str] = Counter()  # samples taken, by what woke the loop
         self.rescan_due = self.stopping = False
+        self.stopped_by: str | None = None  # the signal that stopped the loop
 
     def sample_all(self, source: str) -> None:
         now = self.clock()
@@ -78,9 +81,9 @@ class Engine:
         return decision
 
     def run(self, until: Callable[[], bool] = lambda: False, max_wait: float | None = None) -> None:
-        """Loop until SIGTERM/SIGINT or ``until()`` is true; listeners' tick() runs every
+        """Loop until SIGTERM, SIGINT, SIGHUP or ``until()`` is true; listeners' tick() runs every
         iteration, at least every ``max_wait`` seconds when given."""
-        with self.fds.stopping_on((signal.SIGTERM, signal.SIGINT), self._stop):
+        with self.fds.stopping_on(STOP_SIGNALS, self._stop):
             next_scan = self.clock()
             while not self.stopping and not until():
                 now = self.clock()
@@ -110,6 +113,7 @@ class Engine:
 
     def _stop(self, signum: int, _frame: object) -> None:
         self.stopping = True
+        self.stopped_by = signal.Signals(signum).name
 
     def close(self) -> None:
         self.sources.close()
