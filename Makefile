@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest -p no:cacheprovider --color=no -q -rs
 RESULTS := test-results
 
-.PHONY: demo test test-host test-guest test-guest-v2 test-guest-v1 test-guest-trixie lint format venv clean bench
+.PHONY: demo test test-host test-guest test-guest-v2 test-guest-v1 test-guest-trixie test-image image lint format venv clean bench
 
 STAMP  := $(VENV)/.installed
 
@@ -28,8 +28,9 @@ test: $(STAMP)
 	-$(MAKE) --no-print-directory test-guest-v2
 	-$(MAKE) --no-print-directory test-guest-v1
 	-$(MAKE) --no-print-directory test-guest-trixie
+	-$(MAKE) --no-print-directory test-image
 	$(PY) tests/junit_summary.py $(RESULTS)/host.xml $(RESULTS)/guest-v2.xml \
-		$(RESULTS)/guest-v1.xml $(RESULTS)/guest-trixie.xml
+		$(RESULTS)/guest-v1.xml $(RESULTS)/guest-trixie.xml $(RESULTS)/guest-image.xml
 
 test-host: $(STAMP)
 	$(PYTEST) tests --junitxml=$(RESULTS)/host.xml
@@ -46,6 +47,14 @@ test-guest-v1: $(STAMP)
 test-guest-trixie: $(STAMP)
 	guest/run --kernel trixie -- $(PYTEST) tests/guest/test_ebpf.py \
 		--junitxml=$(RESULTS)/guest-trixie.xml
+
+# The image, built on this machine from the Dockerfile (deploy/build-image: cached in .cache/
+# while its inputs are unchanged), and its pods run by podman in the guest (tests/image/).
+image:
+	deploy/build-image
+
+test-image: $(STAMP) image
+	guest/run -- $(PYTEST) tests/image --junitxml=$(RESULTS)/guest-image.xml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check oomhero tests
