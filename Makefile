@@ -38,14 +38,14 @@ test-host: $(STAMP)
 test-guest: test-guest-v2 test-guest-v1 test-guest-trixie
 
 test-guest-v2: $(STAMP)
-	guest/run -- $(PYTEST) tests/guest --junitxml=$(RESULTS)/guest-v2.xml
+	guest/run -- $(PYTEST) tests/real_kernel --junitxml=$(RESULTS)/guest-v2.xml
 
 test-guest-v1: $(STAMP)
-	guest/run --v1 -- $(PYTEST) tests/guest --junitxml=$(RESULTS)/guest-v1.xml
+	guest/run --v1 -- $(PYTEST) tests/real_kernel --junitxml=$(RESULTS)/guest-v1.xml
 
 # The eBPF probe on a second kernel: Debian trixie's (its charge path and headers differ).
 test-guest-trixie: $(STAMP)
-	guest/run --kernel trixie -- $(PYTEST) tests/guest/test_ebpf.py \
+	guest/run --kernel trixie -- $(PYTEST) tests/real_kernel/test_ebpf.py \
 		--junitxml=$(RESULTS)/guest-trixie.xml
 
 # The image, built on this machine from the Dockerfile (deploy/build-image: cached in .cache/

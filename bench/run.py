@@ -36,8 +36,12 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-sys.path.insert(0, str(BENCH))
-import report  # noqa: E402  (bench/ is not a package; report.py sits next to this file)
+sys.path[:0] = [str(BENCH), str(REPO)]
+# bench/ is not a package (report.py sits next to this file); the guest tests' kit is shared.
+import report  # noqa: E402
+
+from tests.conftest import guest_version  # noqa: E402
+from tests.real_kernel.kit.guest import read_jsonl  # noqa: E402
 
 MIB = 1 << 20
 ALLOC_SRC = BENCH / "alloc.c"
@@ -93,15 +97,6 @@ COST_CONFIGS = [  # (name, oomhero watch args or None: no oomhero), in this orde
 SETTLE, PHASE = 1.0, 1.0
 RATES = ["16", "64", "256", "1024", "max"]  # MiB/s; max: as fast as alloc can touch pages
 QUICK_RATES = ["64", "max"]
-
-
-def guest_version() -> str | None:
-    """v2 or v1 inside the oomhero qemu guest (its kernel command line says so), else None."""
-    try:
-        words = Path("/proc/cmdline").read_text().split()
-    except OSError:
-        return None
-    return next((w.split("=", 1)[1] for w in words if w.startswith("oomhero.guest=")), None)
 
 
 def write(path: Path, text: str) -> None:
@@ -210,16 +205,6 @@ def spawn_in(path: Path, argv: list[str], **popen: object) -> subprocess.Popen:
 
 
 # -- oomhero ---------------------------------------------------------------------------------
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    records = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            records.append({"raw": line})
-    return records
 
 
 class Watcher:

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Builds oomhero's venv: a wheel of this source tree, installed with its dependencies into a fresh
 # venv made from Debian's /usr/bin/python3. The Dockerfile runs this script, and so does
-# tests/host/test_deploy.py: a broken install step fails CI, not only an image build.
+# tests/deploy/test_deploy.py: a broken install step fails CI, not only an image build.
 #
 #   deploy/build-venv.sh [--system-site-packages] DEST
 #

@@ -13,7 +13,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
-from oomhero.config import PsiCondition
+
+@dataclass(frozen=True)
+class PsiCondition:
+    """A pressure level that counts as a threshold crossing, e.g. ``some_avg10>40``."""
+
+    kind: str
+    window: str
+    above: float
+
+    def holds(self, pressure: dict[str, dict[str, float]] | None) -> bool:
+        return bool(pressure) and pressure.get(self.kind, {}).get(self.window, 0.0) > self.above
+
+    def __str__(self) -> str:
+        return f"{self.kind}_{self.window}>{self.above:g}"
 
 
 class Level(IntEnum):

@@ -4,7 +4,14 @@ a failure, so a guest run can never pass by skipping."""
 
 from __future__ import annotations
 
+import io
+import subprocess
+import sys
+
 import pytest
+
+from oomhero import log
+from tests.helpers import Recorder
 
 GUEST_MARKERS = ("guest_v2", "guest_v1")
 
@@ -51,3 +58,32 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if guest_version() and report.skipped and _guest_markers(item):
         report.outcome = "failed"
         report.longrepr = f"a guest test skipped inside the guest: {report.longrepr}"
+
+
+@pytest.fixture
+def recorder(tmp_path):
+    child = Recorder(tmp_path)
+    yield child
+    child.stop()
+
+
+@pytest.fixture
+def sleeper():
+    """A live child process that does nothing (killed at teardown)."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield process
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+
+
+@pytest.fixture
+def json_log():
+    """oomhero's log set to JSON into a StringIO; the logger is restored afterwards."""
+    handlers, level, propagate = list(log.LOGGER.handlers), log.LOGGER.level, log.LOGGER.propagate
+    stream = io.StringIO()
+    log.setup("json", stream)
+    yield stream
+    log.LOGGER.handlers[:] = handlers
+    log.LOGGER.setLevel(level)
+    log.LOGGER.propagate = propagate

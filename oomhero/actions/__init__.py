@@ -1,0 +1,92 @@
+"""What oomhero does with a decision: log it, signal the target, tell the listeners."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from oomhero.actions.listener import Listeners
+from oomhero.actions.report import MIB, Report
+from oomhero.actions.signal import Signaller
+from oomhero.policy import Decision
+
+if TYPE_CHECKING:
+    from oomhero.sampler import Sample
+    from oomhero.targets import Target
+
+
+class Actions:
+    def __init__(
+        self,
+        signal_target: str,
+        refresh: Callable[[Target], None],
+        listeners: Listeners,
+        report: Report,
+    ) -> None:
+        self.listeners = listeners
+        self.report = report
+        self.signaller = Signaller(signal_target, refresh, self.report, listeners)
+
+    def unreadable(self, target: Target, error: Exception) -> None:
+        self.report.once(target, "unreadable", logging.WARNING, "cannot sample", why=str(error))
+
+    def no_pressure(self, target: Target) -> None:
+        msg = "no memory.pressure: PSI conditions cannot apply to this target"
+        self.report.once(target, "no-psi", logging.WARNING, msg)
+
+    def decided(
+        self,
+        target: Target,
+        sample: Sample,
+        decision: Decision,
+        source: str,
+        next_in: float,
+    ) -> None:
+        crossing, target.crossing = target.crossing, None  # the probe's event that woke it
+        self.report.clear(target, "unreadable")
+        self.report.clear(target, "unlimited")
+        fields = _sample_fields(target, sample, source)
+        if crossing is not None:
+            # What the probe saw at the charge itself, and how long until this sample.
+            fields["probe_percent"] = round(crossing.usage * 100.0 / sample.memory.limit, 1)
+            since_charge = time.monotonic() - crossing.ktime
+            fields["since_charge_ms"] = round(since_charge * 1000, 2)
+            self.listeners.detected(target, source, since_charge)
+        self.report.sampled(fields, next_in, target.growth.rate)
+        if decision.changed:
+            self.report.level_changed(decision, fields)
+        if decision.signal is not None:
+            self.signaller.signal(target, decision, fields)
+            self.listeners.crossed(target, sample, decision, source)
+        self.listeners.sampled(target, sample.memory, sample.percent, decision, source)
+
+    def unlimited(self, target: Target, sample: Sample, source: str) -> None:
+        self.report.clear(target, "unreadable")
+        target.crossing = None
+        self.report.once(
+            target,
+            "unlimited",
+            logging.INFO,
+            "no memory limit: never signalled",
+            app=target.main_comm,
+        )
+        self.listeners.sampled(target, sample.memory, None, None, source)
+
+    def oom_killed(self, target: Target, victims: int, total: int | None) -> None:
+        if victims <= 0:
+            return
+        self.report.oom_killed(target, victims, total)
+        self.listeners.oom_killed(target, victims)
+
+
+def _sample_fields(target: Target, sample: Sample, source: str) -> dict[str, object]:
+    return {
+        "target": target.name,
+        "app": target.main_comm,
+        "usage_mib": round(sample.value / MIB, 1),
+        "limit_mib": round(sample.memory.limit / MIB, 1),
+        "percent": round(sample.percent, 1),
+        "source": source,
+    }

@@ -1,0 +1,62 @@
+"""What the engine tells its observers (metrics, webhook, the live view), as one typed contract.
+
+Listeners run on the loop's thread and must not block it. Each overrides only what it needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # types only: the listeners' rooms must not import the loop's
+    from oomhero.kernel.cgroup import MemorySample
+    from oomhero.policy import Decision, Level
+    from oomhero.sampler import Sample
+    from oomhero.targets import Target
+
+
+class Listener:
+    def sampled(
+        self,
+        target: Target,
+        sample: MemorySample,
+        percent: float | None,
+        decision: Decision | None,
+        source: str,
+    ) -> None:
+        """A sample was taken; ``percent`` and ``decision`` are None without a limit."""
+
+    def crossed(self, target: Target, sample: Sample, decision: Decision, source: str) -> None:
+        """A decision with a signal: a threshold was crossed (or is repeated after cooldown)."""
+
+    def signalled(self, target: Target, level: Level, signal: str, pid: int, where: str) -> None:
+        """A signal reached ``pid``, sent from ``where``: ``user`` space or the ``kernel``."""
+
+    def oom_killed(self, target: Target, victims: int) -> None:
+        """The kernel OOM-killed ``victims`` processes of the target."""
+
+    def detected(self, target: Target, source: str, seconds: float) -> None:
+        """A crossing seen at the charge itself, ``seconds`` before this sample."""
+
+    def gone(self, target: Target) -> None:
+        """The target is no longer watched."""
+
+    def tick(self, engine: object) -> None:
+        """Once per loop iteration."""
+
+
+class Listeners(list[Listener], Listener):
+    """The engine's listeners: a call of any Listener method reaches every one of them."""
+
+
+def _broadcast(name: str) -> Callable[..., None]:
+    def call(self: Listeners, *args: object) -> None:
+        for listener in self:
+            getattr(listener, name)(*args)
+
+    call.__name__ = name
+    return call
+
+
+for _name in ("sampled", "crossed", "signalled", "oom_killed", "detected", "gone", "tick"):
+    setattr(Listeners, _name, _broadcast(_name))

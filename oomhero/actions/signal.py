@@ -1,0 +1,128 @@
+"""Signalling a target: its chosen processes, through pidfds (PID-reuse safe), honest about
+what the kernel refused."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from oomhero import log
+from oomhero.actions.listener import Listeners
+from oomhero.actions.report import Report
+from oomhero.kernel.procfs import TrackedProcess
+from oomhero.policy import Decision, Level
+
+if TYPE_CHECKING:
+    from oomhero.targets import Target
+
+
+class SendResult(Enum):
+    SENT = "sent"
+    GONE = "gone"  # the process exited; its pid may already belong to someone else
+    DENIED = "denied"
+
+
+def send(process: TrackedProcess, sig: int) -> SendResult:
+    if process.pidfd < 0:
+        return SendResult.GONE
+    try:
+        signal.pidfd_send_signal(process.pidfd, sig)
+    except ProcessLookupError:
+        return SendResult.GONE
+    except PermissionError:
+        return SendResult.DENIED
+    except OSError as exc:
+        if exc.errno == errno.ESRCH:
+            return SendResult.GONE
+        raise
+    return SendResult.SENT
+
+
+def denied_hint(process: TrackedProcess) -> str:
+    """Why the kernel likely refused: kill(2) needs the same UID or CAP_KILL."""
+    me = os.geteuid()
+    if me != process.info.uid:
+        return (
+            f"pid {process.pid} belongs to uid {process.info.uid} and oomhero runs as uid {me}: "
+            "run oomhero as the same UID as the app, or grant it CAP_KILL"
+        )
+    return f"pid {process.pid} refused the signal: grant oomhero CAP_KILL"
+
+
+class Signaller:
+    """Sends a decision's signal to the target's chosen processes, and says what happened."""
+
+    def __init__(
+        self,
+        signal_target: str,
+        refresh: Callable[[Target], None],
+        report: Report,
+        listeners: Listeners,
+    ) -> None:
+        """``refresh(target)`` rescans the target's processes right before a signal: a process
+        that started since the last scan (a new workload can cross both thresholds within one
+        rescan interval) must get it too. Crossings are rare, so the scan's cost is too."""
+        self.signal_target = signal_target
+        self.refresh = refresh
+        self.report = report
+        self.listeners = listeners
+
+    def signal(self, target: Target, decision: Decision, fields: dict[str, object]) -> None:
+        own = target.settings
+        sig = own.critical_signal if decision.signal is Level.CRITICAL else own.warning_signal
+        self.refresh(target)
+        chosen = target.processes.chosen(self.signal_target)
+        in_kernel, target.signalled_in_kernel = target.signalled_in_kernel, set()
+        if decision.signal is Level.CRITICAL and in_kernel:
+            # --bpf-signal: the probe already signalled the allocating process; once is enough.
+            for pid in in_kernel:
+                self._sent(target, decision, sig, pid, "kernel")
+                log.event(
+                    logging.WARNING,
+                    "signal sent in the kernel",
+                    pid=pid,
+                    signal=sig.name,
+                    threshold="critical",
+                    **fields,
+                )
+            chosen = [p for p in chosen if p.pid not in in_kernel]
+        if not chosen and not in_kernel:
+            log.event(logging.WARNING, "no process to signal", signal=sig.name, **fields)
+        for process in chosen:
+            result = send(process, sig)
+            if result is SendResult.SENT:
+                self._sent(target, decision, sig, process.pid, "user")
+                log.event(
+                    logging.WARNING,
+                    "signal sent",
+                    pid=process.pid,
+                    comm=process.info.comm,
+                    signal=sig.name,
+                    threshold=decision.signal.label,
+                    reason=decision.reason,
+                    **fields,
+                )
+            elif result is SendResult.GONE:
+                target.processes.forget(process.pid)
+            else:
+                self.report.once(
+                    target,
+                    f"denied:{process.pid}",
+                    logging.ERROR,
+                    "signal not permitted",
+                    pid=process.pid,
+                    signal=sig.name,
+                    why=denied_hint(process),
+                )
+
+    def _sent(
+        self, target: Target, decision: Decision, sig: signal.Signals, pid: int, where: str
+    ) -> None:
+        target.last_signal = (sig.name, time.time())
+        self.listeners.signalled(target, decision.signal, sig.name, pid, where)

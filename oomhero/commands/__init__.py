@@ -1,0 +1,1 @@
+"""One module per verb of the CLI: HELP, DESCRIPTION, FLAGS, arguments(parser), run(args)."""

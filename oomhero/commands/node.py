@@ -1,0 +1,55 @@
+"""``oomhero node``: one agent per node, every opted-in container under kubepods."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from oomhero.commands.common import gather_settings, run_engine
+from oomhero.config import ConfigError
+from oomhero.config.table import NODE_ROOT_ENV
+from oomhero.kernel.cgroup import CGROUP_MOUNT, CgroupError
+from oomhero.targets import node
+
+HELP = "one agent per node: every opted-in container under kubepods"
+DESCRIPTION = node.__doc__
+FLAGS = ("watch", "output")
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cgroup-root",
+        metavar="PATH",
+        help=f"where the host's cgroup tree is mounted (default {CGROUP_MOUNT}) "
+        f"(env {NODE_ROOT_ENV})",
+    )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        dest="watch_all",
+        help="watch every container, not only those that opt in by env",
+    )
+    parser.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="also watch containers whose cgroup path (below the root) matches",
+    )
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="never watch containers whose cgroup path matches (beats the rest)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = gather_settings(args, use_env=True)
+    root = args.cgroup_root or os.environ.get(NODE_ROOT_ENV, CGROUP_MOUNT)
+    try:
+        scanner = node.NodeScanner(root, settings, args.watch_all, args.include, args.exclude)
+    except CgroupError as exc:
+        raise ConfigError(f"--cgroup-root: {exc.strerror}") from None
+    return run_engine(args, lambda: scanner)

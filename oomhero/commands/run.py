@@ -1,0 +1,57 @@
+"""``oomhero run``: a command under a memory limit, watched."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from oomhero import log
+from oomhero.commands.common import gather_settings, setup_logging
+from oomhero.config import ConfigError, parse_size
+from oomhero.engine import Engine
+from oomhero.targets import launched
+
+HELP = "run a command under a memory limit, watched"
+DESCRIPTION = launched.__doc__
+FLAGS = ("watch",)
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--memory", required=True, metavar="SIZE", help="the limit: 256M, 1G, 512MiB"
+    )
+    parser.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+
+
+def run(args: argparse.Namespace) -> int:
+    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not command:
+        raise ConfigError(
+            "run needs a command after --, e.g. oomhero run --memory 256M -- python app.py"
+        )
+    limit = parse_size("--memory", args.memory)
+    settings = gather_settings(args, use_env=True)
+    setup_logging(args, use_env=True)
+    try:
+        placement = launched.start(command, limit)
+    except FileNotFoundError:
+        print(f"oomhero: error: command not found: {command[0]}", file=sys.stderr)
+        return 127
+    pid = placement.process.pid
+    if placement.enforced:
+        log.event(logging.INFO, "running under a cgroup v2 limit", pid=pid, how=placement.why)
+    else:
+        log.event(
+            logging.WARNING,
+            "SOFT LIMIT: watching the process tree's RSS, the kernel does not enforce it",
+            pid=pid,
+            why=placement.why,
+        )
+    engine = Engine(placement.scanner, settings)
+    try:
+        engine.run(until=lambda: placement.process.poll() is not None)
+    finally:
+        engine.close()
+        code = placement.finish()  # oomhero was told to stop: passed on to the command
+    return code if code >= 0 else 128 - code

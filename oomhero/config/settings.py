@@ -1,0 +1,145 @@
+"""The watch settings: one frozen value built from raw settings, checked as a whole."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, replace
+
+from oomhero.config.values import (
+    DEFAULT_PSI,
+    DEFAULT_SOURCES,
+    ConfigError,
+    PsiTriggerSpec,
+    parse_bool,
+    parse_choice,
+    parse_duration,
+    parse_percent,
+    parse_psi_condition,
+    parse_psi_trigger,
+    parse_rate,
+    parse_signal,
+    parse_sources,
+)
+from oomhero.policy import PsiCondition, Thresholds
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A raw setting value with the name it came under (env var or flag), for error messages."""
+
+    name: str
+    raw: str
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    """Everything the engine needs to know about thresholds, signals and sampling."""
+
+    warning: float = 75.0
+    critical: float = 90.0
+    hysteresis: float = 5.0
+    cooldown: float = 30.0
+    warning_signal: signal.Signals = signal.SIGUSR1
+    critical_signal: signal.Signals = signal.SIGUSR2
+    interval: float | None = None  # fixed polling; None: adaptive between floor and ceiling
+    poll_floor: float = 0.01
+    poll_ceiling: float = 1.0
+    poll_burst: int = 1024**3  # bytes/s a target may start growing at unannounced; 0: none
+    sources: tuple[str, ...] = DEFAULT_SOURCES
+    bpf_signal: bool = False  # the probe sends the critical signal itself, in the kernel
+    psi: PsiTriggerSpec | None = DEFAULT_PSI
+    warning_psi: PsiCondition | None = None
+    critical_psi: PsiCondition | None = None
+    metric: str = "usage"
+    signal_target: str = "all"
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.warning, self.critical, self.hysteresis, self.cooldown)
+
+    @property
+    def polling(self) -> str:
+        return "adaptive" if self.interval is None else "fixed"
+
+
+METRICS = ("usage", "working-set")
+SIGNAL_TARGETS = ("all", "main")
+
+
+def build_watch_settings(
+    settings: dict[str, Setting], defaults: WatchSettings | None = None
+) -> WatchSettings:
+    """Parse the raw settings that are present; absent ones keep their ``defaults``.
+
+    Keys: the fields of WatchSettings.
+    """
+    defaults = defaults or WatchSettings()
+    values: dict[str, object] = {}
+    parsers = {
+        "warning": parse_percent,
+        "critical": parse_percent,
+        "cooldown": parse_duration,
+        "interval": parse_duration,
+        "poll_floor": parse_duration,
+        "poll_ceiling": parse_duration,
+        "poll_burst": parse_rate,
+        "sources": parse_sources,
+        "bpf_signal": parse_bool,
+        "psi": parse_psi_trigger,
+        "warning_psi": parse_psi_condition,
+        "critical_psi": parse_psi_condition,
+        "warning_signal": parse_signal,
+        "critical_signal": parse_signal,
+        "metric": lambda n, r: parse_choice(n, r, METRICS),
+        "signal_target": lambda n, r: parse_choice(n, r, SIGNAL_TARGETS),
+    }
+    for key, setting in settings.items():
+        if key == "hysteresis":
+            values[key] = _parse_hysteresis(setting)
+        else:
+            values[key] = parsers[key](setting.name, setting.raw)
+    result = WatchSettings(**{**defaults.__dict__, **values})
+
+    def label(key: str) -> str:
+        given = settings.get(key)
+        return f"{given.name}={given.raw!r}" if given else f"{key} (default {getattr(result, key)})"
+
+    if result.warning >= result.critical:
+        raise ConfigError(
+            f"{label('warning')} must be below {label('critical')}: warning comes before critical"
+        )
+    if result.hysteresis >= result.warning:
+        raise ConfigError(f"{label('hysteresis')} must be below {label('warning')}")
+    if result.interval is not None and result.interval <= 0:
+        raise ConfigError(f"{label('interval')} must be longer than 0")
+    adaptive_only = [k for k in ("poll_floor", "poll_ceiling", "poll_burst") if k in settings]
+    if "interval" in settings and adaptive_only:
+        raise ConfigError(
+            f"{label('interval')} asks for fixed polling, and {label(adaptive_only[0])} applies "
+            "only to adaptive polling: give one or the other"
+        )
+    if result.bpf_signal and "ebpf" not in result.sources:
+        if "sources" in settings:
+            raise ConfigError(
+                f"{label('bpf_signal')} needs the ebpf source: add it to {label('sources')}"
+            )
+        result = replace(result, sources=(*result.sources, "ebpf"))
+    if "psi" in settings and result.psi is not None and "psi" not in result.sources:
+        raise ConfigError(f"{label('psi')} has no effect with {label('sources')}: add psi to it")
+    if result.poll_floor <= 0:
+        raise ConfigError(f"{label('poll_floor')} must be longer than 0")
+    if result.poll_floor > result.poll_ceiling:
+        raise ConfigError(f"{label('poll_floor')} must not be above {label('poll_ceiling')}")
+    return result
+
+
+def _parse_hysteresis(setting: Setting) -> float:
+    text = setting.raw.strip().removesuffix("%")
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(
+            f"{setting.name}={setting.raw!r} is not a number of percent points"
+        ) from None
+    if not 0 <= value < 100:
+        raise ConfigError(f"{setting.name}={setting.raw!r} must be from 0 to below 100 points")
+    return value

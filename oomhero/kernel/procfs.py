@@ -1,0 +1,135 @@
+"""Processes: reading /proc, and holding a pidfd per process so a signal never hits a reused PID."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+PF_KTHREAD = 0x00200000
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    pid: int
+    ppid: int
+    comm: str
+    starttime: int  # clock ticks after boot; with the pid, identifies one process for good
+    uid: int
+    kthread: bool
+
+
+def parse_stat(text: str) -> tuple[str, int, int, int]:
+    """``/proc/<pid>/stat`` → (comm, ppid, flags, starttime). comm may hold spaces and parens."""
+    open_paren, close_paren = text.index("("), text.rindex(")")
+    comm = text[open_paren + 1 : close_paren]
+    fields = text[close_paren + 2 :].split()
+    # fields[0] is field 3 (state) of proc(5).
+    return comm, int(fields[1]), int(fields[6]), int(fields[19])
+
+
+def read_proc(pid: int, proc: str = "/proc") -> ProcInfo | None:
+    """None when the process is gone (or vanishes while being read)."""
+    try:
+        with open(f"{proc}/{pid}/stat") as f:
+            comm, ppid, flags, starttime = parse_stat(f.read())
+        uid = os.stat(f"{proc}/{pid}").st_uid
+    except (OSError, ValueError, IndexError):
+        return None
+    return ProcInfo(pid, ppid, comm, starttime, uid, bool(flags & PF_KTHREAD))
+
+
+def list_pids(proc: str = "/proc") -> list[int]:
+    return [int(name) for name in os.listdir(proc) if name.isdigit()]
+
+
+class TrackedProcess:
+    """A process with a pidfd opened at discovery: signals go to this process or to nobody."""
+
+    def __init__(self, info: ProcInfo, pidfd: int) -> None:
+        self.info = info
+        self.pidfd = pidfd
+
+    @property
+    def pid(self) -> int:
+        return self.info.pid
+
+    def close(self) -> None:
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+    @classmethod
+    def open(cls, info: ProcInfo, proc: str = "/proc") -> TrackedProcess | None:
+        """Open a pidfd, then check the pid still names the same process (same start time):
+        a pid reused between the scan and pidfd_open is never adopted."""
+        try:
+            pidfd = os.pidfd_open(info.pid)
+        except OSError:
+            return None
+        again = read_proc(info.pid, proc)
+        if again is None or again.starttime != info.starttime:
+            os.close(pidfd)
+            return None
+        return cls(info, pidfd)
+
+
+class ProcessSet:
+    """The processes of one target, kept in step with scans."""
+
+    def __init__(self) -> None:
+        self.by_pid: dict[int, TrackedProcess] = {}
+
+    def sync(self, infos: list[ProcInfo], proc: str = "/proc") -> None:
+        current = {info.pid: info for info in infos}
+        for pid in list(self.by_pid):
+            tracked = self.by_pid[pid]
+            info = current.get(pid)
+            if info is None or info.starttime != tracked.info.starttime:
+                tracked.close()
+                del self.by_pid[pid]
+        for pid, info in current.items():
+            if pid not in self.by_pid:
+                tracked = TrackedProcess.open(info, proc)
+                if tracked:
+                    self.by_pid[pid] = tracked
+
+    def forget(self, pid: int) -> None:
+        tracked = self.by_pid.pop(pid, None)
+        if tracked:
+            tracked.close()
+
+    def close(self) -> None:
+        for tracked in self.by_pid.values():
+            tracked.close()
+        self.by_pid.clear()
+
+    def chosen(self, signal_target: str) -> list[TrackedProcess]:
+        """``all``: every process; ``main``: the topmost ones (parent outside the target)."""
+        members = sorted(self.by_pid.values(), key=lambda t: t.pid)
+        if signal_target == "main":
+            return [t for t in members if t.info.ppid not in self.by_pid]
+        return members
+
+
+def read_environ(pid: int, proc: str = "/proc") -> bytes:
+    """The NUL-separated environment a process started with; raises OSError."""
+    with open(f"{proc}/{pid}/environ", "rb") as f:
+        return f.read()
+
+
+def effective_capabilities() -> int:
+    """This process's effective capability bits (CapEff of /proc/self/status)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+
+
+def kernel_symbols(kallsyms: str = "/proc/kallsyms") -> set[str]:
+    """Names of the kernel's symbols; raises OSError."""
+    with open(kallsyms) as f:
+        return {line.split()[2] for line in f if line.count(" ") >= 2}
+
+
+def pid_namespace() -> tuple[int, int]:
+    """This process's PID namespace as the kernel names it: (dev_t, inode)."""
+    st = os.stat("/proc/self/ns/pid")
+    return (os.major(st.st_dev) << 20) | os.minor(st.st_dev), st.st_ino

@@ -1,0 +1,68 @@
+"""A target's reading → a Sample: usage by the chosen metric, its share of the limit, growth.
+
+Reading is the only I/O of a visit: the cgroup's files (or a process tree's RSS), plus
+memory.pressure where PSI conditions are set and memory.events when inotify says it changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from oomhero.config import WatchSettings
+from oomhero.kernel.cgroup import CgroupDir, CgroupError, MemorySample
+from oomhero.policy import Level, pressure_level
+from oomhero.targets import Target
+
+
+@dataclass(frozen=True)
+class Sample:
+    memory: MemorySample
+    value: int  # what the thresholds compare: usage, or the working set
+    percent: float | None  # of the limit; None: the target has no limit
+
+
+class Sampler:
+    def __init__(self, settings: WatchSettings) -> None:
+        self.settings = settings
+
+    def read(self, target: Target, now: float) -> Sample:
+        """Raises CgroupError or ValueError when the target cannot be read."""
+        memory = target.reader.sample()
+        target.last_sample = memory
+        value = memory.value(self.settings.metric)
+        target.growth.update(value, now)
+        if memory.limit is None:
+            return Sample(memory, value, None)
+        # memory.max = 0 is legal on v2: nothing fits, so it is as critical as it gets.
+        percent = value * 100.0 / memory.limit if memory.limit > 0 else 100.0
+        return Sample(memory, value, percent)
+
+    def pressure(self, target: Target, unreadable: Callable[[Target], None]) -> Level:
+        """The level PSI conditions alone reach; ``unreadable(target)`` when they apply but
+        memory.pressure cannot be read."""
+        s = self.settings
+        if s.warning_psi is None and s.critical_psi is None:
+            return Level.OK
+        pressure = target.reader.pressure() if isinstance(target.reader, CgroupDir) else None
+        if pressure is None:
+            unreadable(target)
+        return pressure_level(s.warning_psi, s.critical_psi, pressure)
+
+    def events(self, target: Target) -> dict[str, int]:
+        try:
+            return target.reader.events()
+        except (CgroupError, ValueError):
+            return {}
+
+    def news(self, target: Target) -> tuple[int, bool]:
+        """memory.events / cgroup.events changed: (processes OOM-killed since last time,
+        whether the cgroup emptied)."""
+        events = self.events(target)
+        killed = events.get("oom_kill", 0) - target.events_seen.get("oom_kill", 0)
+        target.events_seen = events
+        try:
+            emptied = not target.reader.populated()
+        except CgroupError:
+            emptied = False
+        return killed, emptied

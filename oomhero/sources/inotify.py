@@ -1,0 +1,65 @@
+"""``inotify``: cgroup v2 ``memory.events`` and ``cgroup.events`` are modified on ``high``,
+``max`` (a charge would exceed memory.max, i.e. at 100 %), ``oom``, ``oom_kill`` and when the
+group empties. The kernel delays these by up to 10 ms per file; none are lost."""
+
+from __future__ import annotations
+
+import contextlib
+import select
+
+from oomhero.kernel.cgroup import CgroupDir
+from oomhero.sources.unavailable import Unavailable
+
+try:
+    import inotify_simple
+except ImportError:  # reported as a missing source, not a crash
+    inotify_simple = None
+
+
+class InotifyWatches:
+    """One inotify instance for all targets (inotify instances are limited to 128 per user)."""
+
+    name = "inotify"
+    mask = select.EPOLLIN
+    FILES = ("memory.events", "cgroup.events")
+
+    def __init__(self) -> None:
+        if inotify_simple is None:
+            raise Unavailable("inotify_simple is not installed")
+        self._inotify = inotify_simple.INotify()
+        self._keys: dict[int, str] = {}  # watch descriptor → target key
+        self._watches: dict[str, list[int]] = {}
+
+    def fileno(self) -> int:
+        return self._inotify.fileno()
+
+    def add(self, key: str, cgroup: CgroupDir) -> None:
+        if cgroup.version != 2:
+            raise Unavailable("cgroup v1 has no memory.events to watch")
+        watches = []
+        for name in self.FILES:
+            try:
+                wd = self._inotify.add_watch(cgroup.file_path(name), inotify_simple.flags.MODIFY)
+            except OSError as exc:
+                for wd in watches:
+                    self._remove_wd(wd)
+                raise Unavailable(f"cannot watch {cgroup.path}/{name}: {exc.strerror}") from None
+            self._keys[wd] = key
+            watches.append(wd)
+        self._watches[key] = watches
+
+    def remove(self, key: str) -> None:
+        for wd in self._watches.pop(key, []):
+            self._remove_wd(wd)
+
+    def _remove_wd(self, wd: int) -> None:
+        self._keys.pop(wd, None)
+        # OSError: the cgroup is gone and the kernel dropped the watch already.
+        with contextlib.suppress(OSError):
+            self._inotify.rm_watch(wd)
+
+    def consume(self) -> set[str]:
+        return {self._keys[e.wd] for e in self._inotify.read(timeout=0) if e.wd in self._keys}
+
+    def close(self) -> None:
+        self._inotify.close()

@@ -1,0 +1,95 @@
+"""Polling: when to sample a target next, between kernel events. Pure: no I/O, no clock.
+
+No kernel event covers cgroup v2 usage between 0 and 100 %, so between events oomhero samples,
+and how soon follows the headroom to the next threshold divided by the recent growth rate: an
+idle container costs a sample per ceiling, one racing toward its limit is sampled densely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from oomhero.policy import Level
+
+if TYPE_CHECKING:
+    from oomhero.config import WatchSettings
+    from oomhero.targets import Target
+
+# Sample when half the estimated time to the next threshold has passed: growth may speed up.
+SAFETY = 0.5
+# Weight of the newest rate in the running estimate.
+ALPHA = 0.5
+
+
+@dataclass
+class GrowthEstimate:
+    """Recent growth rate of a target's usage, bytes per second."""
+
+    last_value: int | None = None
+    last_time: float | None = None
+    rate: float = 0.0
+
+    def update(self, value: int, now: float) -> float:
+        if self.last_value is not None and self.last_time is not None and now > self.last_time:
+            instant = (value - self.last_value) / (now - self.last_time)
+            smoothed = ALPHA * instant + (1 - ALPHA) * self.rate
+            # A sudden burst must not be averaged away: the faster of the two counts.
+            self.rate = max(instant, smoothed)
+        self.last_value, self.last_time = value, now
+        return self.rate
+
+
+def next_delay(
+    value: int,
+    next_threshold: int | None,
+    rate: float,
+    floor: float,
+    ceiling: float,
+    burst: float = 0.0,
+) -> float:
+    """Seconds until the next sample. ``next_threshold`` is the byte value of the next threshold
+    above the current level (None when there is none above: the ceiling applies).
+
+    ``burst`` (bytes/s) is the growth to assume at the least: a workload idle until now can
+    start allocating at full speed, and the recent rate knows nothing of that. So a small
+    container is looked at often enough that even such a burst is caught before it crosses;
+    a big one (or ``burst`` 0) costs one sample per ceiling while idle."""
+    speed = max(rate, burst)
+    if next_threshold is None or speed <= 0:
+        return ceiling
+    headroom = next_threshold - value
+    if headroom <= 0:
+        return floor
+    return min(max(SAFETY * headroom / speed, floor), ceiling)
+
+
+class Polling:
+    """The loop's clock as a wake-up source: when each target is sampled next, between events.
+
+    Fixed (``--interval``, OOMHero's behaviour) or adaptive (``next_delay``)."""
+
+    def __init__(self, settings: WatchSettings) -> None:
+        self.settings = settings
+        self.name = "poll" if settings.interval is not None else "adaptive"
+
+    @property
+    def slowest(self) -> float:
+        """The gap for a target with nothing to cross: no limit, or unreadable."""
+        return self.settings.interval or self.settings.poll_ceiling
+
+    def delay(self, target: Target, value: int, limit: int) -> float:
+        """Seconds until the next sample of ``target``, at ``value`` of ``limit`` bytes now."""
+        s, own = self.settings, target.settings
+        if s.interval is not None:
+            return s.interval
+        above = {Level.OK: own.warning, Level.WARNING: own.critical}.get(target.state.level)
+        next_threshold = None if above is None else int(limit * above / 100)
+        rate = target.growth.rate
+        return next_delay(value, next_threshold, rate, s.poll_floor, s.poll_ceiling, s.poll_burst)
+
+    def describe(self) -> str:
+        s = self.settings
+        if s.interval is not None:
+            return f"fixed {s.interval:g}s"
+        return f"adaptive {s.poll_floor:g}s..{s.poll_ceiling:g}s"

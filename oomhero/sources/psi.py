@@ -1,0 +1,62 @@
+"""``psi``: a PSI trigger on the target's ``memory.pressure`` (POLLPRI when tasks stalled longer
+than the threshold within the window). An extra signal, not the threshold mechanism: with only
+memory.max set, stalls barely register before an OOM kill."""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+
+from oomhero.config import PsiTriggerSpec
+from oomhero.kernel.cgroup import CgroupDir
+from oomhero.sources.unavailable import Unavailable
+
+# Unprivileged triggers (kernel 6.5+) must use a window that is a multiple of 2 s.
+UNPRIVILEGED_WINDOW_US = 2_000_000
+
+
+class PsiTrigger:
+    """A PSI trigger on one target's memory.pressure."""
+
+    name = "psi"
+    mask = select.EPOLLPRI
+
+    def __init__(self, key: str, cgroup: CgroupDir, spec: PsiTriggerSpec) -> None:
+        self.key = key
+        self.note = ""
+        if cgroup.version != 2:
+            raise Unavailable("cgroup v1 has no per-cgroup memory.pressure")
+        try:
+            self._fd = os.open(cgroup.file_path("memory.pressure"), os.O_RDWR | os.O_NONBLOCK)
+        except OSError as exc:
+            raise Unavailable(
+                f"cannot open {cgroup.path}/memory.pressure: {exc.strerror}"
+            ) from None
+        try:
+            os.write(self._fd, spec.text().encode() + b"\0")
+        except OSError as exc:
+            self._retry_unprivileged(spec, exc)
+
+    def _retry_unprivileged(self, spec: PsiTriggerSpec, first: OSError) -> None:
+        """Without CAP_SYS_RESOURCE, newer kernels take only windows that are multiples of 2 s."""
+        if first.errno in (errno.EPERM, errno.EINVAL) and spec.window_us % UNPRIVILEGED_WINDOW_US:
+            window = -(-spec.window_us // UNPRIVILEGED_WINDOW_US) * UNPRIVILEGED_WINDOW_US
+            try:
+                os.write(self._fd, spec.text(window).encode() + b"\0")
+                self.note = f"window widened to {window // 1000} ms (no CAP_SYS_RESOURCE)"
+                return
+            except OSError:
+                pass
+        os.close(self._fd)
+        hint = " (needs CAP_SYS_RESOURCE)" if first.errno == errno.EPERM else ""
+        raise Unavailable(f"the kernel refused the PSI trigger: {first.strerror}{hint}") from None
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def consume(self) -> set[str]:
+        return {self.key}  # POLLPRI is level state of the trigger; nothing to read
+
+    def close(self) -> None:
+        os.close(self._fd)

@@ -1,0 +1,76 @@
+"""Who we watch: targets (one memory cgroup each, i.e. one container) and what finds them.
+
+- ``pod.py``: sidecar mode, every other container of the pod;
+- ``cgroups.py``: chosen cgroups or PIDs (watch, top, run), or a process tree under a soft limit;
+- ``node.py``: node mode, opted-in containers under kubepods;
+- ``launched.py``: a command started under a limit (run, demo);
+- ``watchlist.py``: the targets kept open in step with the scans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from oomhero.config import WatchSettings
+from oomhero.kernel.cgroup import MemorySample
+from oomhero.kernel.procfs import ProcessSet, ProcInfo
+from oomhero.policy import PolicyState, Thresholds
+from oomhero.sources.ebpf import Crossing
+from oomhero.sources.polling import GrowthEstimate
+
+
+class Reader(Protocol):
+    """What the engine samples: a cgroup directory, or a process tree under a soft limit."""
+
+    def sample(self) -> MemorySample: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Found:
+    """One target as a scan saw it: its members now, and how to open its reader (once)."""
+
+    name: str
+    members: list[ProcInfo]
+    open_reader: Callable[[], Reader]
+    settings: WatchSettings | None = None  # this target's own, where it has any (node mode)
+
+
+class Scanner(Protocol):
+    def scan(self) -> dict[str, Found]: ...
+
+
+@dataclass
+class Target:
+    key: str
+    name: str
+    reader: Reader
+    settings: WatchSettings = field(default_factory=WatchSettings)  # thresholds and signals
+    processes: ProcessSet = field(default_factory=ProcessSet)
+    state: PolicyState = field(default_factory=PolicyState)
+    # Problems already logged for this target, so each is said once, not every tick.
+    said: set[str] = field(default_factory=set)
+    last_sample: MemorySample | None = None
+    next_sample_at: float = 0.0  # monotonic time; 0: sample at once
+    growth: GrowthEstimate = field(default_factory=GrowthEstimate)
+    events_seen: dict[str, int] = field(default_factory=dict)  # memory.events counters
+    missing_sources: dict[str, str] = field(default_factory=dict)  # source → why not
+    crossing: Crossing | None = None  # the eBPF probe's event that woke this sample
+    signalled_in_kernel: set[int] = field(default_factory=set)  # pids --bpf-signal reached
+    last_signal: tuple[str, float] | None = None  # signal name, wall-clock time
+    thresholds: Thresholds = field(init=False)  # the policy's view of ``settings``
+
+    def __post_init__(self) -> None:
+        self.thresholds = self.settings.thresholds()
+
+    def close(self) -> None:
+        self.reader.close()
+        self.processes.close()
+
+    @property
+    def main_comm(self) -> str:
+        main = self.processes.chosen("main")
+        return main[0].info.comm if main else "-"

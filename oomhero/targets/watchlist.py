@@ -1,0 +1,105 @@
+"""Who we watch, kept in step with the scanner: targets opened once, sources attached, retired."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from oomhero import log
+from oomhero.config import WatchSettings
+from oomhero.kernel.cgroup import CgroupDir, CgroupError
+from oomhero.targets import Found, Scanner, Target
+
+if TYPE_CHECKING:
+    from oomhero.actions.listener import Listeners
+    from oomhero.actions.report import Report
+    from oomhero.sampler import Sampler
+    from oomhero.sources import WakeSources
+
+
+class Watchlist:
+    def __init__(
+        self,
+        scanner: Scanner,
+        settings: WatchSettings,
+        sources: WakeSources,
+        sampler: Sampler,
+        report: Report,
+        listeners: Listeners,
+        polling: str,
+    ) -> None:
+        self.scanner, self.settings, self.sources = scanner, settings, sources
+        self.sampler, self.report, self.listeners = sampler, report, listeners
+        self.polling = polling  # how targets are polled, for the "watching target" line
+        self.targets: dict[str, Target] = {}
+        self.unopened: dict[str, str] = {}  # key → why its reader could not be opened (said once)
+        self.scanned_once = False
+
+    def rescan(self) -> None:
+        found = self.scanner.scan()
+        for key in list(self.targets):
+            if key not in found:
+                target = self.targets.pop(key)
+                log.event(logging.INFO, "target gone", target=target.name)
+                self.listeners.gone(target)
+                self.sources.detach(key)
+                target.close()
+        for key, item in found.items():
+            target = self.targets.get(key) or self._open(key, item)
+            if target is not None:
+                target.processes.sync(item.members)
+        self.scanned_once = True
+
+    def refresh(self, target: Target) -> None:
+        """Scan again for this target's processes (before it is signalled)."""
+        item = self.scanner.scan().get(target.key)
+        if item is not None:
+            target.processes.sync(item.members)
+
+    def _open(self, key: str, item: Found) -> Target | None:
+        try:
+            reader = item.open_reader()
+        except CgroupError as exc:
+            if self.unopened.get(key) != exc.strerror:
+                self.unopened[key] = exc.strerror
+                log.event(logging.WARNING, "cannot read target", target=item.name, why=exc.strerror)
+            return None
+        self.unopened.pop(key, None)
+        target = Target(key, item.name, reader, settings=item.settings or self.settings)
+        self.targets[key] = target
+        if isinstance(reader, CgroupDir):
+            target.missing_sources = self.sources.attach(key, reader)
+            target.events_seen = self.sampler.events(target)
+            # v1 thresholds sit at byte values of the limit: register them before saying which
+            # sources are active (sample errors are the first sample's to report).
+            with contextlib.suppress(CgroupError, ValueError):
+                self.sources.follow_target(target, reader.sample())
+        log.event(
+            logging.INFO,
+            "watching target",
+            target=item.name,
+            cgroup=_where(reader),
+            sources=",".join(self.sources.active(key)) or "none",
+            polling=self.polling,
+        )
+        for note in self.sources.notes:
+            self.report.once_globally(note, "source adjusted", why=note, target=item.name)
+        self.sources.notes.clear()
+        for source, why in target.missing_sources.items():
+            self.report.once_globally(
+                f"{source}:{why}", "source unavailable", source=source, why=why, target=item.name
+            )
+        return target
+
+    def close(self) -> None:
+        for target in self.targets.values():
+            target.close()
+        self.targets.clear()
+
+
+def _where(reader: object) -> str:
+    path = getattr(reader, "path", None)
+    if path is None:
+        return "soft limit on process tree RSS (not enforced by the kernel)"
+    return f"{path} (v{reader.version}, {reader.view} view)"

@@ -1,0 +1,180 @@
+"""The command line, run as ``python -m oomhero`` subprocesses with a clean environment.
+
+No test here runs status or a watcher against the machine's cgroups; ``run`` (and the demo in
+test_demo.py) only run where the memory controller is bound to cgroup v1, so that oomhero falls
+back to a soft limit and creates no cgroup."""
+
+import json
+
+import pytest
+
+import oomhero
+from tests.helpers import run_cli, soft_limit_only
+
+SIDECAR_ENV = ("WARNING", "CRITICAL", "COOLDOWN", "WARNING_SIGNAL", "CRITICAL_SIGNAL")
+OOMHERO_ENV = (
+    "OOMHERO_HYSTERESIS",
+    "OOMHERO_INTERVAL",
+    "OOMHERO_METRIC",
+    "OOMHERO_SIGNAL_TARGET",
+    "OOMHERO_LOG_FORMAT",
+)
+SUBCOMMANDS = ("sidecar", "watch", "node", "top", "status", "run", "doctor", "demo", "bloat")
+
+
+def assert_one_line_error(result, *words):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("oomhero: error: ")
+    for word in words:
+        assert word in lines[0]
+    assert result.stdout == ""
+
+
+def test_warning_above_critical_from_env_exits_2_naming_both():
+    result = run_cli(WARNING="95", CRITICAL="90")
+    assert_one_line_error(result, "WARNING='95'", "CRITICAL='90'")
+
+
+def test_warning_above_critical_from_flags_exits_2_naming_both():
+    result = run_cli("--warning", "95", "--critical", "90")
+    assert_one_line_error(result, "--warning='95'", "--critical='90'")
+
+
+def test_flag_beats_env_var():
+    # CRITICAL=50 alone would be below the default warning; the flag takes its place.
+    result = run_cli("--critical", "70", "--warning", "95", CRITICAL="50")
+    assert_one_line_error(result, "--warning='95'", "--critical='70'")
+    assert "CRITICAL='50'" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"COOLDOWN": "soon"}, ["COOLDOWN='soon'", "not a duration"]),
+        ({"WARNING_SIGNAL": "SIGFOO"}, ["WARNING_SIGNAL='SIGFOO'", "not a signal"]),
+        ({"CRITICAL_SIGNAL": "0"}, ["CRITICAL_SIGNAL='0'"]),
+        ({"WARNING": "abc"}, ["WARNING='abc'", "not a number"]),
+        ({"OOMHERO_FOO": "1"}, ["unknown setting OOMHERO_FOO", "OOMHERO_METRIC"]),
+        ({"OOMHERO_METRIC": "rss"}, ["OOMHERO_METRIC='rss'", "usage, working-set"]),
+        ({"OOMHERO_LOG_FORMAT": "xml"}, ["OOMHERO_LOG_FORMAT='xml'"]),
+        ({"OOMHERO_INTERVAL": "0"}, ["OOMHERO_INTERVAL='0'"]),
+    ],
+)
+def test_bad_env_setting_exits_2_with_one_line(env, words):
+    assert_one_line_error(run_cli(**env), *words)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--metric", "bogus"], ["--metric='bogus'", "usage, working-set"]),
+        (["--signal-target", "one"], ["--signal-target='one'", "all, main"]),
+        (["--cooldown", "1d"], ["--cooldown='1d'"]),
+        (["--log-format", "xml"], ["--log-format='xml'"]),
+        (["run", "--memory", "64M"], ["run needs a command after --"]),
+        (["run", "--memory", "64M", "--"], ["run needs a command after --"]),
+        (["run", "--memory", "12X", "--", "true"], ["--memory='12X' is not a size"]),
+        (["run", "--memory", "0", "--", "true"], ["--memory='0'"]),
+        (["watch", "/nonexistent"], ["cannot watch '/nonexistent'", "not a memory cgroup"]),
+        (["watch", "--warning", "99", "/nonexistent"], ["--warning='99'"]),  # settings first
+        (["demo", "--memory", "lots"], ["--memory='lots'"]),
+        (["demo", "--timeout", "forever"], ["--timeout='forever'"]),
+    ],
+)
+def test_bad_argument_exits_2_with_one_line(args, words):
+    assert_one_line_error(run_cli(*args), *words)
+
+
+def test_unknown_oomhero_env_is_refused_even_for_other_commands():
+    assert_one_line_error(run_cli("run", "--memory", "64M", "--", "true", OOMHERO_X="1"))
+
+
+def test_version():
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"oomhero {oomhero.__version__}"
+
+
+def test_top_level_help_mentions_the_sidecar_env_vars_and_commands():
+    result = run_cli("--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: oomhero")
+    for name in SIDECAR_ENV:
+        assert name in result.stdout
+    for command in SUBCOMMANDS:
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("command", ["sidecar", "watch", "run"])
+def test_engine_command_help_names_every_env_var(command):
+    result = run_cli(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: oomhero {command}")
+    for name in SIDECAR_ENV + OOMHERO_ENV:
+        assert f"(env {name})" in " ".join(result.stdout.split()), name
+
+
+@pytest.mark.parametrize("command", ["status", "doctor", "demo", "bloat"])
+def test_other_command_help(command):
+    result = run_cli(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: oomhero {command}")
+    assert "(env " not in result.stdout  # these take no settings from the environment
+
+
+def test_demo_help_shows_its_own_defaults():
+    result = run_cli("demo", "--help")
+    assert "(default 65)" in result.stdout
+    assert "default: adaptive polling" in result.stdout
+
+
+@soft_limit_only
+def test_run_passes_the_exit_code_through_and_says_soft_limit():
+    result = run_cli("run", "--memory", "64M", "--", "sh", "-c", "exit 7")
+    assert result.returncode == 7, result.stderr
+    assert "SOFT LIMIT" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@soft_limit_only
+def test_run_reports_death_by_signal_as_128_plus_the_signal():
+    result = run_cli("run", "--memory", "64M", "--", "sh", "-c", "kill -TERM $$")
+    assert result.returncode == 128 + 15, result.stderr
+
+
+@soft_limit_only
+def test_run_passes_the_command_output_and_json_logs():
+    result = run_cli(
+        "run", "--memory", "64M", "--log-format", "json", "--", "sh", "-c", "echo hello"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hello\n"
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    assert records[0]["msg"].startswith("SOFT LIMIT")
+    assert records[0]["level"] == "warning"
+
+
+@soft_limit_only
+def test_run_of_a_missing_command_exits_127():
+    result = run_cli("run", "--memory", "64M", "--", "/nonexistent/command")
+    assert result.returncode == 127
+    assert "command not found: /nonexistent/command" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_doctor_prints_ok_or_missing_lines():
+    # Reads (never writes) this machine's cgroup mounts and /proc; exit 0 or 1 depends on it.
+    result = run_cli("doctor", timeout=60)
+    assert result.returncode in (0, 1), result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stdout.splitlines()
+    assert lines
+    assert all(line.startswith(("ok ", "missing ")) for line in lines), lines
+    memory = [line for line in lines if line.split()[1:3] == ["memory", "controller"]]
+    assert len(memory) == 1
+    assert memory[0].startswith("ok ") == (result.returncode == 0)
+    for name in ("cgroup v2", "PSI", "kprobes"):
+        assert any(name in line for line in lines), name

@@ -1,0 +1,203 @@
+import os
+import subprocess
+
+import psutil
+import pytest
+
+from oomhero.kernel.procfs import (
+    PF_KTHREAD,
+    ProcessSet,
+    ProcInfo,
+    TrackedProcess,
+    list_pids,
+    parse_stat,
+    read_proc,
+)
+from tests.helpers import stat_line, wait_until
+
+
+def test_parse_stat_comm_with_spaces_and_parens():
+    assert parse_stat(stat_line()) == ("my (weird) app", 1, 4194560, 98765)
+
+
+@pytest.mark.parametrize("comm", ["x)", ") S 1 (", "a b c", "", "((()))"])
+def test_parse_stat_tricky_comms(comm):
+    assert parse_stat(stat_line(comm=comm, ppid=77, starttime=5)) == (comm, 77, 4194560, 5)
+
+
+def test_parse_stat_of_this_process_agrees_with_the_kernel():
+    with open("/proc/self/stat") as f:
+        comm, ppid, _flags, starttime = parse_stat(f.read())
+    with open("/proc/self/comm") as f:
+        assert comm == f.read().rstrip("\n")
+    assert ppid == os.getppid()
+    assert starttime > 0
+
+
+def test_read_proc_of_this_process():
+    info = read_proc(os.getpid())
+    assert info.pid == os.getpid()
+    assert info.ppid == os.getppid()
+    assert info.kthread is False
+    assert info.uid == os.geteuid()
+    with open(f"/proc/{os.getpid()}/comm") as f:
+        assert info.comm == f.read().rstrip("\n")
+    assert read_proc(os.getpid()) == info  # same start time every read
+
+
+def test_read_proc_of_a_kernel_thread():
+    with open("/proc/2/stat") as f:
+        if "(kthreadd)" not in f.read():
+            pytest.skip("pid 2 is not kthreadd in this PID namespace")
+    assert read_proc(2).kthread is True
+
+
+def test_read_proc_on_a_synthetic_proc(tmp_path):
+    (tmp_path / "77").mkdir()
+    (tmp_path / "77" / "stat").write_text(
+        stat_line(pid=77, comm="kworker/0:1", ppid=2, flags=PF_KTHREAD | 0x40, starttime=12)
+    )
+    info = read_proc(77, proc=str(tmp_path))
+    assert info == ProcInfo(77, 2, "kworker/0:1", 12, os.stat(tmp_path / "77").st_uid, True)
+
+
+def test_read_proc_gone_or_garbled_is_none(tmp_path):
+    assert read_proc(5, proc=str(tmp_path)) is None
+    (tmp_path / "6").mkdir()
+    (tmp_path / "6" / "stat").write_text("6 (short) S 1\n")
+    assert read_proc(6, proc=str(tmp_path)) is None
+
+
+def test_list_pids_only_numeric_entries(tmp_path):
+    for name in ("1", "22", "self", "sys", "333x"):
+        (tmp_path / name).mkdir()
+    assert sorted(list_pids(str(tmp_path))) == [1, 22]
+
+
+def test_list_pids_of_the_real_proc_includes_this_process():
+    assert os.getpid() in list_pids()
+
+
+# -- pidfds over real child processes ------------------------------------------------------------
+def test_tracked_process_opens_a_pidfd_for_the_live_process(sleeper):
+    tracked = TrackedProcess.open(read_proc(sleeper.pid))
+    try:
+        assert tracked.pidfd >= 0
+        assert tracked.pid == sleeper.pid
+        os.fstat(tracked.pidfd)  # a real, open fd
+    finally:
+        tracked.close()
+    assert tracked.pidfd == -1
+
+
+def test_tracked_process_refuses_a_stale_start_time(sleeper):
+    info = read_proc(sleeper.pid)
+    stale = ProcInfo(info.pid, info.ppid, info.comm, info.starttime + 1, info.uid, False)
+    assert TrackedProcess.open(stale) is None
+
+
+def test_tracked_process_refuses_a_gone_process(sleeper):
+    info = read_proc(sleeper.pid)
+    sleeper.kill()
+    sleeper.wait()
+    assert TrackedProcess.open(info) is None
+
+
+def test_process_set_sync_opens_and_drops(sleeper, recorder):
+    processes = ProcessSet()
+    try:
+        processes.sync([read_proc(sleeper.pid), read_proc(recorder.pid)])
+        assert sorted(processes.by_pid) == sorted([sleeper.pid, recorder.pid])
+        assert all(t.pidfd >= 0 for t in processes.by_pid.values())
+        kept = processes.by_pid[recorder.pid]
+        dropped = processes.by_pid[sleeper.pid]
+
+        processes.sync([read_proc(recorder.pid)])
+        assert list(processes.by_pid) == [recorder.pid]
+        assert dropped.pidfd == -1
+        assert processes.by_pid[recorder.pid] is kept  # not reopened
+    finally:
+        processes.close()
+    assert processes.by_pid == {}
+    assert kept.pidfd == -1
+
+
+def test_process_set_sync_drops_a_pid_whose_start_time_changed(sleeper):
+    processes = ProcessSet()
+    try:
+        info = read_proc(sleeper.pid)
+        processes.sync([info])
+        old = processes.by_pid[sleeper.pid]
+        reused = ProcInfo(info.pid, info.ppid, "other", info.starttime + 100, info.uid, False)
+        processes.sync([reused])
+        assert old.pidfd == -1
+        # The new ProcInfo does not match the live process either: it is not adopted.
+        assert sleeper.pid not in processes.by_pid
+        processes.sync([info])
+        assert processes.by_pid[sleeper.pid] is not old
+        assert processes.by_pid[sleeper.pid].pidfd >= 0
+    finally:
+        processes.close()
+
+
+def test_process_set_skips_members_that_are_already_gone(sleeper):
+    info = read_proc(sleeper.pid)
+    sleeper.kill()
+    sleeper.wait()
+    processes = ProcessSet()
+    processes.sync([info, read_proc(os.getpid())])
+    try:
+        assert list(processes.by_pid) == [os.getpid()]
+    finally:
+        processes.close()
+
+
+def test_process_set_forget_closes(sleeper):
+    processes = ProcessSet()
+    processes.sync([read_proc(sleeper.pid)])
+    tracked = processes.by_pid[sleeper.pid]
+    processes.forget(sleeper.pid)
+    processes.forget(sleeper.pid)  # twice is harmless
+    assert tracked.pidfd == -1
+    assert processes.by_pid == {}
+
+
+@pytest.fixture
+def shell_with_child():
+    """sh (a child of this test) with its own child sleep: a parent and a grandchild."""
+    shell = subprocess.Popen(["sh", "-c", "sleep 30 & wait"], start_new_session=True)
+    children = wait_until(lambda: psutil.Process(shell.pid).children(), "the sleep grandchild")
+    yield shell, children[0].pid
+    os.killpg(shell.pid, 9)
+    shell.wait()
+
+
+def test_chosen_main_is_the_topmost_process(shell_with_child):
+    shell, grandchild = shell_with_child
+    processes = ProcessSet()
+    try:
+        processes.sync([read_proc(grandchild), read_proc(shell.pid)])
+        assert read_proc(grandchild).ppid == shell.pid
+        assert [t.pid for t in processes.chosen("main")] == [shell.pid]
+        assert [t.pid for t in processes.chosen("all")] == sorted([shell.pid, grandchild])
+    finally:
+        processes.close()
+
+
+def test_chosen_main_without_the_parent_is_the_child(shell_with_child):
+    _, grandchild = shell_with_child
+    processes = ProcessSet()
+    try:
+        processes.sync([read_proc(grandchild)])
+        assert [t.pid for t in processes.chosen("main")] == [grandchild]
+    finally:
+        processes.close()
+
+
+def test_chosen_main_lists_every_unrelated_top_process(sleeper, recorder):
+    processes = ProcessSet()
+    try:
+        processes.sync([read_proc(sleeper.pid), read_proc(recorder.pid)])
+        assert [t.pid for t in processes.chosen("main")] == sorted([sleeper.pid, recorder.pid])
+    finally:
+        processes.close()

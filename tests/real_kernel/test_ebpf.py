@@ -1,0 +1,227 @@
+"""The eBPF probe on the memcg charge path: thresholds checked in the kernel, for real; and
+every way it can be missing, each said once while oomhero carries on.
+
+Polling is fixed at 2 s in the probe tests: usage falling (which re-arms a threshold) is seen by
+a poll, and a crossing is seen by the probe milliseconds after the charge, long before a poll."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from oomhero.sources.ebpf import ProbeError, charge_function
+from tests.real_kernel.kit import (
+    MIB,
+    REPO,
+    Watcher,
+    Workload,
+    make_cgroup,
+    read_jsonl,
+    remove_test_cgroups,
+    wait_for,
+)
+
+pytestmark = pytest.mark.guest_v2
+
+COMPILE_TIMEOUT = 240  # compiling against memcontrol.h takes 20-30 s under TCG
+PROBE_ONLY = (
+    "--sources",
+    "ebpf",
+    "--interval",
+    "2s",
+    "--warning",
+    "50",
+    "--critical",
+    "80",
+    "--cooldown",
+    "0",
+)
+
+
+@pytest.fixture
+def cleanup():
+    yield
+    remove_test_cgroups()
+
+
+def wait_ready(watcher: Watcher) -> None:
+    wait_for(
+        lambda: watcher.records("source ready") or watcher.records("source unavailable"),
+        COMPILE_TIMEOUT,
+        "the probe to compile",
+    )
+    assert watcher.records("source ready"), watcher.records("source unavailable")
+
+
+def test_probe_fires_at_the_byte_values_for_several_cgroups_and_rearms(tmp_path, cleanup):
+    limits = {"a": 64 * MIB, "b": 128 * MIB, "c": 192 * MIB}
+    cgroups = {name: make_cgroup(f"ebpf/{name}", limit) for name, limit in limits.items()}
+    workloads = {n: Workload(c, tmp_path / f"{n}.jsonl") for n, c in cgroups.items()}
+    watcher = Watcher(list(cgroups.values()), tmp_path / "log", *PROBE_ONLY)
+    try:
+        wait_ready(watcher)
+        for workload in workloads.values():
+            workload.to(55)
+        wait_for(lambda: all(w.signals() for w in workloads.values()), 60, "three SIGUSR1")
+        for workload in workloads.values():
+            workload.to(85)
+        wait_for(lambda: all(len(w.signals()) == 2 for w in workloads.values()), 60, "SIGUSR2")
+        # Down past the re-arm point (45 %), seen by a poll; then up again: fires again.
+        workload = workloads["b"]
+        workload.to(30)
+        wait_for(
+            lambda: [r for r in watcher.records("fell to ok") if "/b" in r["target"]],
+            30,
+            "the fall to be seen",
+        )
+        workload.to(55)
+        wait_for(lambda: len(workload.signals()) == 3, 60, "SIGUSR1 after re-arming")
+    finally:
+        for w in workloads.values():
+            w.stop()
+        records = watcher.stop()
+    sent = [r for r in records if r.get("msg") == "signal sent"]
+    assert len(sent) == 7, sent
+    for record in sent:
+        assert record["source"] == "ebpf", record
+        threshold = 50 if record["signal"] == "SIGUSR1" else 80
+        # At the charge that crossed: within one charge batch (64 pages), far below a point.
+        assert threshold <= record["probe_percent"] < threshold + 0.5, record
+    by_target = {}
+    for record in sent:
+        by_target.setdefault(record["target"].rsplit("/", 1)[1], []).append(record["signal"])
+    assert by_target == {
+        "a": ["SIGUSR1", "SIGUSR2"],
+        "b": ["SIGUSR1", "SIGUSR2", "SIGUSR1"],
+        "c": ["SIGUSR1", "SIGUSR2"],
+    }
+
+
+def test_bpf_signal_is_handled_before_the_next_allocation(tmp_path, cleanup):
+    limit = 128 * MIB
+    cgroup = make_cgroup("bpfsignal", limit)
+    watcher = Watcher([cgroup], tmp_path / "log", *PROBE_ONLY, "--bpf-signal")
+    out = tmp_path / "race.json"
+    try:
+        wait_ready(watcher)
+        race = cgroup.spawn(
+            [
+                sys.executable,
+                str(REPO / "tests/real_kernel/charge_race.py"),
+                str(cgroup.usage_file),
+                str(int(limit * 80 / 100)),
+                str(out),
+            ]
+        )
+        assert race.wait(timeout=120) == 0
+    finally:
+        records = watcher.stop()
+    state = json.loads(out.read_text())
+    crossed, handled = state["crossed_in_chunk"], state["chunks_when_handled"]
+    assert crossed is not None and handled is not None, state
+    # The handler ran after the crossing chunk's charges and before the next chunk was done.
+    assert crossed - 1 <= handled <= crossed, state
+    assert state["handled"] == 1, "signalled twice: by the probe and again from user space"
+    in_kernel = [r for r in records if r.get("msg") == "signal sent in the kernel"]
+    assert [r["pid"] for r in in_kernel] == [race.pid]
+    assert not [r for r in records if r.get("msg") == "signal sent" and r["signal"] == "SIGUSR2"]
+
+
+# -- the probe taken away in each way: one line, and the other sources carry on ---------------
+
+
+def signals_without_probe(tmp_path: Path, prefix: list[str], uid: int | None = None) -> str:
+    """Run oomhero with --sources all through ``prefix`` (which takes something away), check
+    the workload is still signalled, and return the one reason given for the probe."""
+    shared = Path(tempfile.mkdtemp(prefix="oomhero-noprobe-"))  # reachable for any UID
+    shared.chmod(0o777)
+    cgroup = make_cgroup("noprobe", 128 * MIB)
+    workload = Workload(cgroup, shared / "signals.jsonl", uid=uid)
+    log = shared / "log"
+    argv = [
+        *prefix,
+        "python",
+        "-m",
+        "oomhero",
+        "watch",
+        str(cgroup.path),
+        "--sources",
+        "all",
+        "--warning",
+        "50",
+        "--log-format",
+        "json",
+    ]
+    if uid is not None:
+        argv = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *argv]
+    watcher = subprocess.Popen(argv, stderr=open(log, "w"), env={**os.environ, "PATH": _path()})
+    try:
+        wait_for(
+            lambda: [r for r in read_jsonl(log) if r.get("source") == "ebpf"],
+            COMPILE_TIMEOUT,
+            "the probe's fate",
+        )
+        workload.to(55)
+        wait_for(workload.signals, 60, "SIGUSR1 from the other sources")
+    finally:
+        workload.stop()
+        watcher.terminate()
+        assert watcher.wait(timeout=60) == 0
+    records = read_jsonl(log)
+    # bcc and clang may print to stderr themselves (a compile error does); no traceback though.
+    assert not [r for r in records if "Traceback" in r.get("raw", "")], records
+    reasons = [r for r in records if r.get("msg") == "source unavailable" and r["source"] == "ebpf"]
+    assert len(reasons) == 1, reasons
+    return reasons[0]["why"]
+
+
+def _path() -> str:
+    # `python` first on PATH is the one under test (prefix may swap the interpreter).
+    return f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
+
+
+def test_without_bcc(tmp_path, cleanup):
+    # An interpreter that has oomhero and its PyPI dependencies but not Debian's bcc.
+    venv = tmp_path / "nobcc"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    ours = next(Path(sys.prefix, "lib").glob("python3*/site-packages"))
+    (site / "oomhero-test.pth").write_text(f"{REPO}\n{ours}\n")
+    why = signals_without_probe(tmp_path, ["env", f"PATH={venv}/bin:/usr/bin:/bin"])
+    assert "bcc is not importable" in why
+
+
+def test_without_kernel_headers(tmp_path, cleanup):
+    modules = f"/lib/modules/{os.uname().release}"
+    hide = ["unshare", "--mount", "sh", "-c", f'mount -t tmpfs none {modules} && exec "$@"', "-"]
+    why = signals_without_probe(tmp_path, hide)
+    assert "no kernel headers" in why
+
+
+def test_compile_error(tmp_path, cleanup):
+    # build/ is there but the source tree (kconfig.h and friends) is not: clang fails.
+    source = os.path.realpath(f"/lib/modules/{os.uname().release}/source")
+    hide = ["unshare", "--mount", "sh", "-c", f'mount -t tmpfs none {source} && exec "$@"', "-"]
+    why = signals_without_probe(tmp_path, hide)
+    assert "did not compile or load" in why
+
+
+def test_without_privilege(tmp_path, cleanup):
+    why = signals_without_probe(tmp_path, [], uid=65534)
+    assert "CAP_BPF" in why
+
+
+def test_kernel_without_a_charge_function_to_probe(tmp_path):
+    kallsyms = tmp_path / "kallsyms"
+    kallsyms.write_text(
+        "ffffffff81000000 T _stext\nffffffff81234560 t mem_cgroup_charge_statistics\n"
+    )
+    with pytest.raises(ProbeError, match="no memcg charge function"):
+        charge_function(str(kallsyms))
+    assert charge_function() in ("try_charge_memcg", "try_charge")  # this kernel has one

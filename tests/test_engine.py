@@ -1,0 +1,385 @@
+"""Engine wiring over real child processes (real pidfds and signals) with scripted samples.
+
+The reader is a fake that returns MemorySample values the test scripts: this checks policy
+wiring, not kernel behaviour (that is the qemu guest's job)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from oomhero.config import WatchSettings
+from oomhero.engine import Engine
+from oomhero.kernel.cgroup import CgroupError, MemorySample
+from oomhero.kernel.procfs import read_proc
+from oomhero.targets import Found
+from tests.helpers import RECORDER, Recorder, received
+
+MIB = 1024**2
+LIMIT = 100 * MIB
+
+
+class ScriptedReader:
+    def __init__(self, samples=()):
+        self.samples = list(samples)
+        self.closed = False
+
+    def push(self, *samples):
+        self.samples.extend(samples)
+
+    def sample(self):
+        item = self.samples.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def close(self):
+        self.closed = True
+
+
+class FakeScanner:
+    """Targets by key: (member pids, reader). Change ``targets`` between scans."""
+
+    def __init__(self, **targets):
+        self.targets = targets
+        self.opened = 0
+
+    def scan(self):
+        found = {}
+        for key, (pids, reader) in self.targets.items():
+            members = [info for pid in pids if (info := read_proc(pid))]
+            found[key] = Found(key, members, self._opener(reader))
+        return found
+
+    def _opener(self, reader):
+        def open_reader():
+            self.opened += 1
+            if isinstance(reader, Exception):
+                raise reader
+            return reader
+
+        return open_reader
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def percent(value, limit=LIMIT):
+    return MemorySample(int(limit * value / 100), limit, 0)
+
+
+def lines(stream):
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def messages(stream, msg):
+    return [line for line in lines(stream) if line["msg"] == msg]
+
+
+@pytest.fixture
+def make_engine():
+    engines = []
+
+    def make(scanner, **settings):
+        clock = Clock()
+        engine = Engine(scanner, WatchSettings(**settings), clock=clock)
+        engines.append(engine)
+        return engine, clock
+
+    yield make
+    for engine in engines:
+        engine.close()
+
+
+def test_warning_then_critical_are_delivered_at_the_right_samples(recorder, json_log, make_engine):
+    reader = ScriptedReader()
+    engine, clock = make_engine(FakeScanner(app=([recorder.pid], reader)))
+    engine.watchlist.rescan()
+    assert list(engine.targets) == ["app"]
+    assert list(engine.targets["app"].processes.by_pid) == [recorder.pid]
+
+    got = []
+    for value in (50, 74, 80, 85, 95, 96, 70):
+        reader.push(percent(value))
+        clock.now += 1
+        engine.sample_all("poll")
+        got.append(recorder.received())
+    assert got == [
+        [],
+        [],
+        ["SIGUSR1"],
+        ["SIGUSR1"],
+        ["SIGUSR1", "SIGUSR2"],
+        ["SIGUSR1", "SIGUSR2"],
+        ["SIGUSR1", "SIGUSR2"],
+    ]
+    sent = messages(json_log, "signal sent")
+    assert [(s["signal"], s["threshold"], s["reason"], s["percent"]) for s in sent] == [
+        ("SIGUSR1", "warning", "crossed", 80.0),
+        ("SIGUSR2", "critical", "crossed", 95.0),
+    ]
+    # "level" stays the log severity: no field may shadow it.
+    assert [s["level"] for s in sent] == ["warning", "warning"]
+    assert all(s["pid"] == recorder.pid and s["target"] == "app" for s in sent)
+    assert [
+        line["msg"] for line in lines(json_log) if line["msg"].startswith(("rose", "fell"))
+    ] == [
+        "rose to warning",
+        "rose to critical",
+        "fell to warning",
+    ]
+
+
+def test_cooldown_repeats_follow_the_injected_clock(recorder, json_log, make_engine):
+    reader = ScriptedReader()
+    engine, clock = make_engine(FakeScanner(app=([recorder.pid], reader)), cooldown=10)
+    engine.watchlist.rescan()
+    got = []
+    for step in (0, 5, 5, 1):  # t = 0, 5, 10, 11
+        clock.now += step
+        reader.push(percent(80))
+        engine.sample_all("poll")
+        got.append(len(recorder.received()))  # a fence each time: equal signals do not merge
+    assert got == [1, 1, 2, 2]
+    assert [s["reason"] for s in messages(json_log, "signal sent")] == ["crossed", "repeat"]
+
+
+def test_a_jump_to_critical_sends_only_the_critical_signal(recorder, json_log, make_engine):
+    reader = ScriptedReader([percent(97)])
+    engine, _ = make_engine(FakeScanner(app=([recorder.pid], reader)))
+    engine.watchlist.rescan()
+    engine.sample_all("poll")
+    assert recorder.received() == ["SIGUSR2"]
+    assert messages(json_log, "rose to critical (skipped warning)")
+
+
+def test_custom_signals_are_used(recorder, json_log, make_engine):
+    reader = ScriptedReader([percent(80), percent(95)])
+    engine, _ = make_engine(
+        FakeScanner(app=([recorder.pid], reader)),
+        warning_signal=signal.SIGUSR2,
+        critical_signal=signal.SIGUSR1,
+    )
+    engine.watchlist.rescan()
+    engine.sample_all("poll")
+    assert recorder.received() == ["SIGUSR2"]
+    engine.sample_all("poll")
+    assert recorder.received() == ["SIGUSR2", "SIGUSR1"]
+
+
+def test_working_set_metric_ignores_inactive_file(recorder, json_log, make_engine):
+    # usage 95% but 30% of it is inactive page cache: the working set is 65%, below warning.
+    sample = MemorySample(95 * MIB, LIMIT, 30 * MIB)
+    reader = ScriptedReader([sample, sample])
+    engine, _ = make_engine(FakeScanner(app=([recorder.pid], reader)), metric="working-set")
+    engine.watchlist.rescan()
+    engine.sample_all("poll")
+    assert recorder.received() == []
+    engine.sampler.settings = WatchSettings(metric="usage")
+    engine.sample_all("poll")
+    assert recorder.received() == ["SIGUSR2"]
+
+
+def test_signal_target_main_signals_only_the_topmost_process(tmp_path, json_log, make_engine):
+    # sh (topmost) with a recorder child: only sh is signalled, and SIGUSR1 ends it.
+    script = tmp_path / "recorder.py"
+    script.write_text(RECORDER)
+    out = tmp_path / "grandchild.signals"
+    out.touch()
+    shell = subprocess.Popen(
+        ["sh", "-c", '"$0" "$1" "$2" & wait', sys.executable, str(script), str(out)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert shell.stdout.readline().strip() == "ready"
+        (child,) = psutil.Process(shell.pid).children()
+        reader = ScriptedReader([percent(80)])
+        engine, _ = make_engine(
+            FakeScanner(app=([child.pid, shell.pid], reader)), signal_target="main"
+        )
+        engine.watchlist.rescan()
+        engine.sample_all("poll")
+        assert shell.wait(timeout=15) == -signal.SIGUSR1
+        assert received(child.pid, out) == []
+        assert [s["pid"] for s in messages(json_log, "signal sent")] == [shell.pid]
+    finally:
+        os.killpg(shell.pid, signal.SIGKILL)
+        shell.wait()
+        shell.stdout.close()
+
+
+def test_unlimited_never_signals_and_says_so_once(recorder, json_log, make_engine):
+    unlimited = MemorySample(10_000 * MIB, None, 0)
+    reader = ScriptedReader([unlimited] * 5)
+    engine, clock = make_engine(FakeScanner(app=([recorder.pid], reader)), cooldown=1)
+    engine.watchlist.rescan()
+    for _ in range(5):
+        clock.now += 100
+        engine.sample_all("poll")
+    assert recorder.received() == []
+    said = messages(json_log, "no memory limit: never signalled")
+    assert len(said) == 1
+    assert said[0]["target"] == "app"
+    assert messages(json_log, "signal sent") == []
+    assert engine.targets["app"].last_sample == unlimited
+
+
+def test_unlimited_is_said_again_after_a_limit_came_and_went(recorder, json_log, make_engine):
+    unlimited = MemorySample(10 * MIB, None, 0)
+    reader = ScriptedReader([unlimited, unlimited, percent(10), unlimited])
+    engine, _ = make_engine(FakeScanner(app=([recorder.pid], reader)))
+    engine.watchlist.rescan()
+    for _ in range(4):
+        engine.sample_all("poll")
+    assert len(messages(json_log, "no memory limit: never signalled")) == 2
+
+
+def test_json_log_lines(recorder, json_log, make_engine):
+    reader = ScriptedReader([percent(80)])
+    engine, _ = make_engine(FakeScanner(app=([recorder.pid], reader)))
+    engine.watchlist.rescan()
+    engine.sample_all("inotify")
+    records = lines(json_log)  # every line parses as JSON
+    assert [r["level"] for r in records] == ["info", "warning", "warning"]
+    assert [r["msg"] for r in records] == ["watching target", "rose to warning", "signal sent"]
+    assert all({"time", "level", "msg"} <= set(r) for r in records)
+    sent = records[-1]
+    assert sent["level"] == "warning"
+    assert sent["source"] == "inotify"
+    assert sent["usage_mib"] == 80.0
+    assert sent["limit_mib"] == 100.0
+    assert sent["comm"].startswith("python")
+    assert sent["app"] == sent["comm"]
+
+
+def test_a_gone_process_is_forgotten_and_nothing_else_is_signalled(
+    sleeper, recorder, json_log, make_engine
+):
+    reader = ScriptedReader([percent(80)])
+    engine, _ = make_engine(FakeScanner(app=([sleeper.pid, recorder.pid], reader)))
+    engine.watchlist.rescan()
+    assert sorted(engine.targets["app"].processes.by_pid) == sorted([sleeper.pid, recorder.pid])
+    sleeper.kill()
+    sleeper.wait()
+    engine.sample_all("poll")
+    assert recorder.received() == ["SIGUSR1"]
+    assert list(engine.targets["app"].processes.by_pid) == [recorder.pid]
+    assert [s["pid"] for s in messages(json_log, "signal sent")] == [recorder.pid]
+
+
+def test_no_process_left_to_signal_is_logged(sleeper, json_log, make_engine):
+    reader = ScriptedReader([percent(80), percent(95)])
+    engine, _ = make_engine(FakeScanner(app=([sleeper.pid], reader)))
+    engine.watchlist.rescan()
+    sleeper.kill()
+    sleeper.wait()
+    engine.sample_all("poll")  # the scan before signalling finds it gone
+    engine.sample_all("poll")
+    assert messages(json_log, "signal sent") == []
+    assert [m["signal"] for m in messages(json_log, "no process to signal")] == [
+        "SIGUSR1",
+        "SIGUSR2",
+    ]
+
+
+def test_unreadable_sample_is_said_once_then_recovers(recorder, json_log, make_engine):
+    reader = ScriptedReader(
+        [CgroupError(2, "gone"), ValueError("bad number"), CgroupError(2, "gone"), percent(80)]
+    )
+    engine, _ = make_engine(FakeScanner(app=([recorder.pid], reader)))
+    engine.watchlist.rescan()
+    for _ in range(4):
+        engine.sample_all("poll")
+    assert len(messages(json_log, "cannot sample")) == 1
+    assert recorder.received() == ["SIGUSR1"]
+
+
+def test_a_target_that_cannot_be_opened_is_said_once_and_retried(recorder, json_log, make_engine):
+    scanner = FakeScanner(app=([recorder.pid], CgroupError(13, "permission denied")))
+    engine, _ = make_engine(scanner)
+    engine.watchlist.rescan()
+    engine.watchlist.rescan()
+    assert engine.targets == {}
+    assert scanner.opened == 2
+    assert [m["why"] for m in messages(json_log, "cannot read target")] == ["permission denied"]
+    reader = ScriptedReader([percent(80)])
+    scanner.targets["app"] = ([recorder.pid], reader)
+    engine.watchlist.rescan()
+    engine.sample_all("poll")
+    assert recorder.received() == ["SIGUSR1"]
+
+
+def test_a_target_gone_from_the_scan_is_closed(recorder, json_log, make_engine):
+    reader = ScriptedReader()
+    scanner = FakeScanner(app=([recorder.pid], reader))
+    engine, _ = make_engine(scanner)
+    engine.watchlist.rescan()
+    tracked = engine.targets["app"].processes.by_pid[recorder.pid]
+    scanner.targets.clear()
+    engine.watchlist.rescan()
+    assert engine.targets == {}
+    assert reader.closed
+    assert tracked.pidfd == -1
+    assert messages(json_log, "target gone")
+
+
+def test_each_target_has_its_own_state(tmp_path, json_log, make_engine):
+    first, second = Recorder(tmp_path, "first"), Recorder(tmp_path, "second")
+    try:
+        a, b = ScriptedReader(), ScriptedReader()
+        engine, _ = make_engine(FakeScanner(a=([first.pid], a), b=([second.pid], b)))
+        engine.watchlist.rescan()
+        a.push(percent(80), percent(80))
+        b.push(percent(10), percent(95))
+        engine.sample_all("poll")
+        engine.sample_all("poll")
+        assert first.received() == ["SIGUSR1"]
+        assert second.received() == ["SIGUSR2"]
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_a_zero_limit_does_not_stop_the_other_targets(tmp_path, json_log, make_engine):
+    # memory.max can be set to 0 on cgroup v2; one such target must not crash the engine.
+    first, second = Recorder(tmp_path, "first"), Recorder(tmp_path, "second")
+    try:
+        zero = ScriptedReader([MemorySample(4096, 0, 0)])
+        fine = ScriptedReader([percent(80)])
+        engine, _ = make_engine(FakeScanner(zero=([first.pid], zero), fine=([second.pid], fine)))
+        engine.watchlist.rescan()
+        engine.sample_all("poll")
+        assert second.received() == ["SIGUSR1"]
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_a_process_started_since_the_last_scan_still_gets_the_signal(tmp_path, recorder, json_log):
+    from tests.helpers import Recorder
+
+    reader = ScriptedReader([percent(10), percent(80)])
+    scanner = FakeScanner(app=([recorder.pid], reader))
+    engine = Engine(scanner, WatchSettings(warning=75, critical=90, sources=()), clock=Clock())
+    late = Recorder(tmp_path, "late")
+    try:
+        engine.watchlist.rescan()
+        engine.sample_all("poll")
+        scanner.targets["app"] = ([recorder.pid, late.pid], reader)  # started after the scan
+        engine.sample_all("poll")  # crosses warning before any rescan
+        assert late.received() == ["SIGUSR1"]
+        assert recorder.received() == ["SIGUSR1"]
+    finally:
+        late.stop()
+        engine.close()
