@@ -8,6 +8,7 @@ shared store nothing. The guest's own storage (containers, the pause image) live
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -117,3 +118,17 @@ def json_records(lines: list[str]) -> list[dict]:
 
 def inspect(container: str, template: str) -> str:
     return podman("inspect", container, "--format", template).stdout.strip()
+
+
+def state() -> str:
+    """What every container of the pods is doing: for a test's failure message."""
+    lines = [podman("ps", "-a", "--format", "{{.Names}} {{.Status}}").stdout]
+    for name in podman("ps", "--format", "{{.Names}}").stdout.split():
+        pid = inspect(name, "{{.State.Pid}}")
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                stat = (task / "stat").read_text().split(") ")[-1].split()[0]
+                wchan = (task / "wchan").read_text()
+                comm = (task / "comm").read_text().strip()
+                lines.append(f"{name} {pid}/{task.name} {comm} {stat} {wchan}")
+    return "\n".join(lines)

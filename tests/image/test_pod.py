@@ -33,8 +33,7 @@ def wait_for_lines(container: str, wanted, timeout: float, what: str) -> list[st
         if wanted(lines):
             return lines
         time.sleep(1)
-    state = pm.podman("ps", "-a", "--format", "{{.Names}} {{.Status}}").stdout
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}: {lines}\n{state}")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}: {lines}\n{pm.state()}")
 
 
 def handled(lines: list[str]) -> list[str]:
@@ -54,7 +53,7 @@ def run_pod(manifest: Path) -> tuple[list[dict], list[dict]]:
     """Plays the pod, waits for both signals to be handled; returns (sidecar, app) log records."""
     pod = pm.play(manifest)
     app, sidecar = f"{pod}-bloat", f"{pod}-oomhero"
-    wait_for_lines(sidecar, lambda ls: "watching target" in "\n".join(ls), 300, "the sidecar")
+    wait_for_lines(sidecar, lambda ls: "watching target" in "\n".join(ls), 180, "the sidecar")
     assert probe(manifest, app) == 0, "the app's /healthz should answer 200 before SIGUSR2"
     app_lines = wait_for_lines(app, lambda ls: "SIGUSR2" in handled(ls), 180, "SIGUSR2")
     assert probe(manifest, app) == 1, "the app's /healthz should answer 500 after SIGUSR2"
