@@ -20,7 +20,7 @@ pytestmark = pytest.mark.guest_v2
 
 EXAMPLES = pm.REPO / "examples"
 CGROUP = Path("/sys/fs/cgroup/oomhero-examples")
-LIMIT = 96 << 20
+LIMIT = 128 << 20
 WARNING_LINE = "warning: dropped "
 CRITICAL_LINE = "critical: readiness failing, shedding load"
 
@@ -58,42 +58,22 @@ def test_example_reacts_to_both_signals(language, tmp_path):
     group.mkdir()
     (group / "memory.max").write_text(str(LIMIT))
     out = tmp_path / "app.out"
-    processes = [spawn_in(group, argv, out)]
+    # The workload that fills the cgroup: 2 MiB/s, nothing freed, no port. Both start before
+    # oomhero does: a SIGUSR1 before a process has its handler would kill it.
+    filler = [sys.executable, "-m", "oomhero", "bloat", "--rate", "2M", "--port", "0"]
+    filler += ["--free-on-warning", "0", "--shed-on-critical"]
+    processes = [spawn_in(group, argv, out), spawn_in(group, filler, tmp_path / "bloat.out")]
     try:
         deadline = time.monotonic() + 120
-        while "started" not in out.read_text():
+        while (
+            "started" not in out.read_text()
+            or '"start"' not in (tmp_path / "bloat.out").read_text()
+        ):
             assert time.monotonic() < deadline, out.read_text()
             time.sleep(0.2)
-        watcher = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "oomhero",
-                "watch",
-                str(group),
-                "--warning",
-                "50",
-                "--critical",
-                "80",
-            ],
-            stderr=open(tmp_path / "oomhero.log", "w"),
-        )
-        processes.append(watcher)
-        # The workload that fills the cgroup: 8 MiB/s, nothing freed, no port.
-        filler = [
-            sys.executable,
-            "-m",
-            "oomhero",
-            "bloat",
-            "--rate",
-            "8M",
-            "--port",
-            "0",
-            "--free-on-warning",
-            "0",
-            "--shed-on-critical",
-        ]
-        processes.append(spawn_in(group, filler, tmp_path / "bloat.out"))
+        watch = ["watch", str(group), "--warning", "50", "--critical", "80"]
+        log = open(tmp_path / "oomhero.log", "w")
+        processes.append(subprocess.Popen([sys.executable, "-m", "oomhero", *watch], stderr=log))
         deadline = time.monotonic() + 180
         while CRITICAL_LINE not in out.read_text():
             assert processes[0].poll() is None, out.read_text()

@@ -46,7 +46,9 @@ def probe(manifest: Path, container: str) -> int:
     spec = yaml.safe_load(manifest.read_text())["spec"]
     (bloat,) = [c for c in spec["containers"] if c["name"] == "bloat"]
     command = bloat["livenessProbe"]["exec"]["command"]
-    return pm.podman("exec", container, *command, check=False, timeout=120).returncode
+    result = pm.podman("exec", container, *command, check=False, timeout=120)
+    print(f"probe: exit {result.returncode}: {result.stderr[-400:]}")
+    return result.returncode
 
 
 def run_pod(manifest: Path) -> tuple[list[dict], list[dict], dict[str, str]]:
