@@ -228,7 +228,7 @@ def test_a_process_without_a_handler_is_never_signalled_and_said_once_per_level(
     # The sleeper (python, no SIGUSR1/SIGUSR2 handler) would be terminated by either signal.
     reader = ScriptedReader([percent(80), percent(80), percent(95)])
     engine, clock = make_engine(FakeScanner(app=([sleeper.pid, recorder.pid], reader)), cooldown=10)
-    engine.rescan()
+    engine.watchlist.rescan()
     got = []
     for step in (0, 10, 10):  # warning, its repeat, critical
         clock.now += step
@@ -251,7 +251,7 @@ def test_a_handler_installed_late_gets_the_next_signal(tmp_path, json_log, make_
     try:
         reader = ScriptedReader([percent(80), percent(80)])
         engine, clock = make_engine(FakeScanner(app=([app.pid], reader)), cooldown=10)
-        engine.rescan()
+        engine.watchlist.rescan()
         engine.sample_all("poll")  # still starting: skipped, not killed
         assert app.process.poll() is None
         app.install()
@@ -267,7 +267,7 @@ def test_a_handler_installed_late_gets_the_next_signal(tmp_path, json_log, make_
 def test_signal_uncaught_signals_without_a_handler_as_oomhero_did(sleeper, make_engine):
     reader = ScriptedReader([percent(80)])
     engine, _ = make_engine(FakeScanner(app=([sleeper.pid], reader)), signal_uncaught=True)
-    engine.rescan()
+    engine.watchlist.rescan()
     engine.sample_all("poll")
     assert sleeper.wait(timeout=15) == -signal.SIGUSR1
 

@@ -36,7 +36,7 @@ def send(
     counts), or whatever it does with ``uncaught``."""
     if process.pidfd < 0:
         return SendResult.GONE
-    if not uncaught:
+    if not uncaught and sig != 0:  # signal 0 delivers nothing: a permission check only
         caught = read_caught(process.pid, proc)
         # The same start time afterwards: that status was this process's, not a newcomer's
         # with its pid (a pid never goes back to an exited process).
