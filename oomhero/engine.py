@@ -19,7 +19,7 @@ from oomhero.sources import WakeSources
 from oomhero.sources.epoll import Wakeups
 from oomhero.sources.polling import Polling
 from oomhero.targets import Scanner, Target
-from oomhero.targets.watchlist import Watchlist
+from oomhero.watchlist import Watchlist
 
 # A clean stop on each. SIGHUP does not reload: the settings are env vars and flags, which no
 # one can change in a running process, so there would be nothing new to read.
@@ -74,7 +74,8 @@ class Engine:
         pressure = self.sampler.pressure(target, self.actions.no_pressure)
         decision = evaluate(target.thresholds, target.state, sample.percent, now, pressure)
         self.sources.follow_target(target, sample.memory)
-        delay = self.polling.delay(target, sample.value, sample.memory.limit)
+        own, level, rate = target.settings, target.state.level, target.growth.rate
+        delay = self.polling.delay(own, level, sample.value, sample.memory.limit, rate)
         target.next_sample_at = now + delay
         self.actions.decided(target, sample, decision, source, delay)
         return decision
