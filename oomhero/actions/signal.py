@@ -33,10 +33,10 @@ def send(
     process: TrackedProcess, sig: int, uncaught: bool = False, proc: str = "/proc"
 ) -> SendResult:
     """Signal ``process`` if it handles ``sig`` (its SigCgt, read now: a handler installed late
-    counts), or whatever it does with ``uncaught``."""
+    counts), or whatever it does with ``uncaught``. Signal 0 only checks permission."""
     if process.pidfd < 0:
         return SendResult.GONE
-    if not uncaught and sig != 0:  # signal 0 delivers nothing: a permission check only
+    if sig and not uncaught:
         caught = read_caught(process.pid, proc)
         # The same start time afterwards: that status was this process's, not a newcomer's
         # with its pid (a pid never goes back to an exited process).
