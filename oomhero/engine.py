@@ -16,10 +16,10 @@ from oomhero.kernel.cgroup import CgroupError
 from oomhero.policy import Decision, evaluate
 from oomhero.sampler import Sampler
 from oomhero.sources import WakeSources
-from oomhero.sources.epoll import Wakeups
+from oomhero.sources.epoll import STOP_SIGNALS, Wakeups
 from oomhero.sources.polling import Polling
 from oomhero.targets import Scanner, Target
-from oomhero.targets.watchlist import Watchlist
+from oomhero.watchlist import Watchlist
 
 
 class Engine:
@@ -42,12 +42,11 @@ class Engine:
             scanner, settings, self.sources, self.sampler, report, self.listeners,
             self.polling.describe(),
         )  # fmt: skip
-        self.actions = Actions(
-            settings.signal_target, self.watchlist.refresh, self.listeners, report
-        )
+        self.actions = Actions(settings, self.watchlist.refresh, self.listeners, report)
         self.targets, self.unopened = self.watchlist.targets, self.watchlist.unopened
         self.wakeups: Counter[str] = Counter()  # samples taken, by what woke the loop
         self.rescan_due = self.stopping = False
+        self.stopped_by: str | None = None  # the signal that stopped the loop
 
     def sample_all(self, source: str) -> None:
         now = self.clock()
@@ -71,15 +70,16 @@ class Engine:
         pressure = self.sampler.pressure(target, self.actions.no_pressure)
         decision = evaluate(target.thresholds, target.state, sample.percent, now, pressure)
         self.sources.follow_target(target, sample.memory)
-        delay = self.polling.delay(target, sample.value, sample.memory.limit)
+        own, level, rate = target.settings, target.state.level, target.growth.rate
+        delay = self.polling.delay(own, level, sample.value, sample.memory.limit, rate)
         target.next_sample_at = now + delay
         self.actions.decided(target, sample, decision, source, delay)
         return decision
 
     def run(self, until: Callable[[], bool] = lambda: False, max_wait: float | None = None) -> None:
-        """Loop until SIGTERM/SIGINT or ``until()`` is true; listeners' tick() runs every
+        """Loop until SIGTERM, SIGINT, SIGHUP or ``until()`` is true; listeners' tick() runs every
         iteration, at least every ``max_wait`` seconds when given."""
-        with self.fds.stopping_on((signal.SIGTERM, signal.SIGINT), self._stop):
+        with self.fds.stopping_on(STOP_SIGNALS, self._stop):
             next_scan = self.clock()
             while not self.stopping and not until():
                 now = self.clock()
@@ -109,6 +109,7 @@ class Engine:
 
     def _stop(self, signum: int, _frame: object) -> None:
         self.stopping = True
+        self.stopped_by = signal.Signals(signum).name
 
     def close(self) -> None:
         self.sources.close()

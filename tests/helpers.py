@@ -18,12 +18,17 @@ V1_UNLIMITED = "9223372036854771712"  # PAGE_COUNTER_MAX pages as v1 prints it o
 # The child that records every signal it handles, one name per line, in the file argv[1].
 # SIGWINCH is the "fence": it is numbered above SIGUSR1/SIGUSR2, and pending standard signals are
 # handled lowest number first, so once SIGWINCH is recorded every signal sent before it is too.
+# With argv[2] "late" it installs its handlers only once a line arrives on stdin (an app still
+# starting up: SIGUSR1/SIGUSR2 would terminate it until then).
 RECORDER = """
 import signal, sys, time
 out = sys.argv[1]
 def handler(signum, frame):
     with open(out, "a") as f:
         f.write(signal.Signals(signum).name + "\\n")
+if sys.argv[2:] == ["late"]:
+    print("starting", flush=True)
+    sys.stdin.readline()
 for s in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH):
     signal.signal(s, handler)
 print("ready", flush=True)
@@ -61,14 +66,21 @@ def received(pid: int, path: Path) -> list[str]:
 class Recorder:
     """A live child process that records the signals it receives."""
 
-    def __init__(self, tmp_path: Path, name: str = "recorder") -> None:
+    def __init__(self, tmp_path: Path, name: str = "recorder", late: bool = False) -> None:
+        """``late``: the handlers are not installed until install()."""
         self.path = tmp_path / f"{name}.signals"
         self.path.touch()
         self.process = subprocess.Popen(
-            [sys.executable, "-c", RECORDER, str(self.path)],
+            [sys.executable, "-c", RECORDER, str(self.path), *(["late"] if late else [])],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
+        assert self.process.stdout.readline().strip() == ("starting" if late else "ready")
+
+    def install(self) -> None:
+        self.process.stdin.write("install\n")
+        self.process.stdin.flush()
         assert self.process.stdout.readline().strip() == "ready"
 
     @property
@@ -83,6 +95,7 @@ class Recorder:
             self.process.kill()
         self.process.wait()
         self.process.stdout.close()
+        self.process.stdin.close()
 
 
 def clean_env(**extra: str) -> dict[str, str]:

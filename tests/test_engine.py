@@ -190,7 +190,8 @@ def test_working_set_metric_ignores_inactive_file(recorder, json_log, make_engin
 
 
 def test_signal_target_main_signals_only_the_topmost_process(tmp_path, json_log, make_engine):
-    # sh (topmost) with a recorder child: only sh is signalled, and SIGUSR1 ends it.
+    # sh (topmost) with a recorder child: only sh is signalled (sh has no handler: only with
+    # --signal-uncaught), and SIGUSR1 ends it.
     script = tmp_path / "recorder.py"
     script.write_text(RECORDER)
     out = tmp_path / "grandchild.signals"
@@ -206,7 +207,9 @@ def test_signal_target_main_signals_only_the_topmost_process(tmp_path, json_log,
         (child,) = psutil.Process(shell.pid).children()
         reader = ScriptedReader([percent(80)])
         engine, _ = make_engine(
-            FakeScanner(app=([child.pid, shell.pid], reader)), signal_target="main"
+            FakeScanner(app=([child.pid, shell.pid], reader)),
+            signal_target="main",
+            signal_uncaught=True,
         )
         engine.watchlist.rescan()
         engine.sample_all("poll")
@@ -217,6 +220,56 @@ def test_signal_target_main_signals_only_the_topmost_process(tmp_path, json_log,
         os.killpg(shell.pid, signal.SIGKILL)
         shell.wait()
         shell.stdout.close()
+
+
+def test_a_process_without_a_handler_is_never_signalled_and_said_once_per_level(
+    sleeper, recorder, json_log, make_engine
+):
+    # The sleeper (python, no SIGUSR1/SIGUSR2 handler) would be terminated by either signal.
+    reader = ScriptedReader([percent(80), percent(80), percent(95)])
+    engine, clock = make_engine(FakeScanner(app=([sleeper.pid, recorder.pid], reader)), cooldown=10)
+    engine.watchlist.rescan()
+    got = []
+    for step in (0, 10, 10):  # warning, its repeat, critical
+        clock.now += step
+        engine.sample_all("poll")
+        got = recorder.received()  # a fence each time: equal signals do not merge
+    assert got == ["SIGUSR1", "SIGUSR1", "SIGUSR2"]
+    assert sleeper.poll() is None
+    assert [s["pid"] for s in messages(json_log, "signal sent")] == [recorder.pid] * 3
+    skipped = messages(json_log, "not signalled")
+    assert [(s["pid"], s["signal"], s["threshold"]) for s in skipped] == [
+        (sleeper.pid, "SIGUSR1", "warning"),
+        (sleeper.pid, "SIGUSR2", "critical"),
+    ]
+    comm = read_proc(sleeper.pid).comm
+    assert skipped[0]["why"] == f"pid {sleeper.pid} ({comm}) does not handle SIGUSR1"
+
+
+def test_a_handler_installed_late_gets_the_next_signal(tmp_path, json_log, make_engine):
+    app = Recorder(tmp_path, "app", late=True)
+    try:
+        reader = ScriptedReader([percent(80), percent(80)])
+        engine, clock = make_engine(FakeScanner(app=([app.pid], reader)), cooldown=10)
+        engine.watchlist.rescan()
+        engine.sample_all("poll")  # still starting: skipped, not killed
+        assert app.process.poll() is None
+        app.install()
+        clock.now += 10
+        engine.sample_all("poll")  # the cooldown's repeat checks again
+        assert app.received() == ["SIGUSR1"]
+        assert [s["reason"] for s in messages(json_log, "signal sent")] == ["repeat"]
+        assert len(messages(json_log, "no process to signal")) == 0
+    finally:
+        app.stop()
+
+
+def test_signal_uncaught_signals_without_a_handler_as_oomhero_did(sleeper, make_engine):
+    reader = ScriptedReader([percent(80)])
+    engine, _ = make_engine(FakeScanner(app=([sleeper.pid], reader)), signal_uncaught=True)
+    engine.watchlist.rescan()
+    engine.sample_all("poll")
+    assert sleeper.wait(timeout=15) == -signal.SIGUSR1
 
 
 def test_unlimited_never_signals_and_says_so_once(recorder, json_log, make_engine):

@@ -13,6 +13,7 @@ from oomhero.actions.signal import Signaller
 from oomhero.policy import Decision
 
 if TYPE_CHECKING:
+    from oomhero.config import WatchSettings
     from oomhero.sampler import Sample
     from oomhero.targets import Target
 
@@ -20,14 +21,16 @@ if TYPE_CHECKING:
 class Actions:
     def __init__(
         self,
-        signal_target: str,
+        settings: WatchSettings,
         refresh: Callable[[Target], None],
         listeners: Listeners,
         report: Report,
     ) -> None:
         self.listeners = listeners
         self.report = report
-        self.signaller = Signaller(signal_target, refresh, self.report, listeners)
+        self.signaller = Signaller(
+            settings.signal_target, settings.signal_uncaught, refresh, self.report, listeners
+        )
 
     def unreadable(self, target: Target, error: Exception) -> None:
         self.report.once(target, "unreadable", logging.WARNING, "cannot sample", why=str(error))

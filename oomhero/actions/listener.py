@@ -32,6 +32,9 @@ class Listener:
     def signalled(self, target: Target, level: Level, signal: str, pid: int, where: str) -> None:
         """A signal reached ``pid``, sent from ``where``: ``user`` space or the ``kernel``."""
 
+    def skipped(self, target: Target, level: Level, signal: str, pid: int) -> None:
+        """``pid`` was not signalled: it has no handler for ``signal`` (its SigCgt)."""
+
     def oom_killed(self, target: Target, victims: int) -> None:
         """The kernel OOM-killed ``victims`` processes of the target."""
 
@@ -58,5 +61,14 @@ def _broadcast(name: str) -> Callable[..., None]:
     return call
 
 
-for _name in ("sampled", "crossed", "signalled", "oom_killed", "detected", "gone", "tick"):
+for _name in (
+    "sampled",
+    "crossed",
+    "signalled",
+    "skipped",
+    "oom_killed",
+    "detected",
+    "gone",
+    "tick",
+):
     setattr(Listeners, _name, _broadcast(_name))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from oomhero import log
 from oomhero.actions.listener import Listeners
 from oomhero.actions.report import Report
-from oomhero.kernel.procfs import TrackedProcess
+from oomhero.kernel.procfs import TrackedProcess, read_caught, read_proc
 from oomhero.policy import Decision, Level
 
 if TYPE_CHECKING:
@@ -26,11 +26,25 @@ class SendResult(Enum):
     SENT = "sent"
     GONE = "gone"  # the process exited; its pid may already belong to someone else
     DENIED = "denied"
+    UNCAUGHT = "uncaught"  # no handler: the default action (terminate, for SIGUSR1/2) would run
 
 
-def send(process: TrackedProcess, sig: int) -> SendResult:
+def send(
+    process: TrackedProcess, sig: int, uncaught: bool = False, proc: str = "/proc"
+) -> SendResult:
+    """Signal ``process`` if it handles ``sig`` (its SigCgt, read now: a handler installed late
+    counts), or whatever it does with ``uncaught``. Signal 0 only checks permission."""
     if process.pidfd < 0:
         return SendResult.GONE
+    if sig and not uncaught:
+        caught = read_caught(process.pid, proc)
+        # The same start time afterwards: that status was this process's, not a newcomer's
+        # with its pid (a pid never goes back to an exited process).
+        again = read_proc(process.pid, proc)
+        if caught is None or again is None or again.starttime != process.info.starttime:
+            return SendResult.GONE
+        if not caught >> (sig - 1) & 1:
+            return SendResult.UNCAUGHT
     try:
         signal.pidfd_send_signal(process.pidfd, sig)
     except ProcessLookupError:
@@ -61,6 +75,7 @@ class Signaller:
     def __init__(
         self,
         signal_target: str,
+        uncaught: bool,
         refresh: Callable[[Target], None],
         report: Report,
         listeners: Listeners,
@@ -69,6 +84,7 @@ class Signaller:
         that started since the last scan (a new workload can cross both thresholds within one
         rescan interval) must get it too. Crossings are rare, so the scan's cost is too."""
         self.signal_target = signal_target
+        self.uncaught = uncaught  # also processes without a handler (--signal-uncaught)
         self.refresh = refresh
         self.report = report
         self.listeners = listeners
@@ -94,31 +110,29 @@ class Signaller:
             chosen = [p for p in chosen if p.pid not in in_kernel]
         if not chosen and not in_kernel:
             log.event(logging.WARNING, "no process to signal", signal=sig.name, **fields)
+        threshold = decision.signal.label
         for process in chosen:
-            result = send(process, sig)
+            result = send(process, sig, self.uncaught)
+            about = {"pid": process.pid, "comm": process.info.comm, "signal": sig.name}
             if result is SendResult.SENT:
                 self._sent(target, decision, sig, process.pid, "user")
-                log.event(
-                    logging.WARNING,
-                    "signal sent",
-                    pid=process.pid,
-                    comm=process.info.comm,
-                    signal=sig.name,
-                    threshold=decision.signal.label,
-                    reason=decision.reason,
-                    **fields,
-                )
+                said = {"threshold": threshold, "reason": decision.reason, **fields}
+                log.event(logging.WARNING, "signal sent", **about, **said)
             elif result is SendResult.GONE:
                 target.processes.forget(process.pid)
-            else:
+            elif result is SendResult.UNCAUGHT:
+                # Checked again at every crossing and cooldown; said once per process and level.
+                self.listeners.skipped(target, decision.signal, sig.name, process.pid)
+                what = f"uncaught:{process.pid}:{process.info.starttime}:{threshold}"
+                why = f"pid {process.pid} ({process.info.comm}) does not handle {sig.name}"
+                msg = "not signalled"
                 self.report.once(
-                    target,
-                    f"denied:{process.pid}",
-                    logging.ERROR,
-                    "signal not permitted",
-                    pid=process.pid,
-                    signal=sig.name,
-                    why=denied_hint(process),
+                    target, what, logging.WARNING, msg, **about, threshold=threshold, why=why
+                )
+            else:
+                what, why = f"denied:{process.pid}", denied_hint(process)
+                self.report.once(
+                    target, what, logging.ERROR, "signal not permitted", **about, why=why
                 )
 
     def _sent(

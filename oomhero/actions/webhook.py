@@ -7,6 +7,7 @@ nothing: when the queue is full, the newest body is dropped and counted (said on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -35,6 +36,7 @@ class Webhook(Listener):
         self.url, self.timeout, self.retries = url, timeout, retries
         self.queue: queue.Queue[bytes | None] = queue.Queue(QUEUE_SIZE)
         self.delivered = self.failed = self.dropped = 0
+        self._closing = threading.Event()  # set by close(): no more retries or backoff waits
         self._thread = threading.Thread(
             target=self._deliver_forever, name="oomhero-webhook", daemon=True
         )
@@ -76,8 +78,8 @@ class Webhook(Listener):
                 return
             except (urllib.error.URLError, OSError) as exc:
                 why = str(getattr(exc, "reason", exc))
-            if attempt < self.retries:
-                time.sleep(BACKOFF * 2**attempt)
+            if attempt < self.retries and self._closing.wait(BACKOFF * 2**attempt):
+                break
         self.failed += 1
         log.event(
             logging.WARNING,
@@ -87,10 +89,21 @@ class Webhook(Listener):
             why=why,
         )
 
-    def close(self, wait: float = 5.0) -> None:
-        """Let queued bodies go out (up to ``wait`` seconds), then stop the thread."""
-        try:
-            self.queue.put(None, timeout=wait)
-        except queue.Full:
-            return
+    def close(self, wait: float = 1.0) -> None:
+        """Let queued bodies go out for up to ``wait`` seconds, whatever the endpoint does (a
+        hanging one is not waited for: the thread is a daemon); what is left is dropped, and
+        the closing line counts it."""
+        self._closing.set()
+        with contextlib.suppress(queue.Full):
+            self.queue.put_nowait(None)
         self._thread.join(wait)
+        left = 0
+        with contextlib.suppress(queue.Empty):
+            while True:
+                left += self.queue.get_nowait() is not None
+        self.dropped += left
+        if self._thread.is_alive():
+            self.queue.put_nowait(None)  # for when the delivery in flight gives up
+        counts = {"delivered": self.delivered, "failed": self.failed, "dropped": self.dropped}
+        in_flight = int(self._thread.is_alive())
+        log.event(logging.INFO, "webhook stopped", url=self.url, **counts, in_flight=in_flight)

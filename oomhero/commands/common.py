@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from oomhero import log
 from oomhero.actions.metrics import Metrics
@@ -14,6 +15,7 @@ from oomhero.config import (
     ConfigError,
     WatchSettings,
     build_watch_settings,
+    parse_address,
     parse_choice,
     parse_count,
     parse_duration,
@@ -54,13 +56,53 @@ def resolve_targets(specs: list[str]) -> list[CgroupDir]:
     return cgroups
 
 
-def start_outputs(args: argparse.Namespace, engine: Engine) -> list[Callable[[], None]]:
-    """Attach metrics and webhook to the engine as configured; returns what needs closing."""
+@dataclass(frozen=True)
+class Outputs:
+    """The metrics and webhook settings, parsed and checked before anything starts."""
+
+    metrics_port: int | None = None
+    metrics_address: str = "127.0.0.1"
+    webhook: str | None = None
+    webhook_timeout: float = 2.0
+    webhook_retries: int = 3
+
+
+def default_metrics_address(command: str) -> str:
+    """In a pod, Prometheus scrapes the pod's IP from outside: every interface. A command run by
+    hand (watch, top, run) is often on a laptop: this machine only."""
+    return "0.0.0.0" if command in ("sidecar", "node") else "127.0.0.1"
+
+
+def parse_outputs(args: argparse.Namespace) -> Outputs:
     raw = {key: (s.name, s.raw) for key, s in given(args, OUTPUT_FLAGS, use_env=True).items()}
-    closers = []
+    outputs = Outputs(metrics_address=default_metrics_address(args.command))
     if "metrics_port" in raw:
-        port = parse_port(*raw["metrics_port"])
-        address = raw.get("metrics_address", (None, "0.0.0.0"))[1]
+        outputs = replace(outputs, metrics_port=parse_port(*raw["metrics_port"]))
+        if "metrics_address" in raw:
+            outputs = replace(outputs, metrics_address=parse_address(*raw["metrics_address"]))
+    elif "metrics_address" in raw:
+        raise ConfigError(f"{raw['metrics_address'][0]} needs a metrics port (--metrics-port)")
+    if "webhook" in raw:
+        timeout = raw.get("webhook_timeout", ("--webhook-timeout", "2s"))
+        retries = raw.get("webhook_retries", ("--webhook-retries", "3"))
+        outputs = replace(
+            outputs,
+            webhook=parse_url(*raw["webhook"]),
+            webhook_timeout=parse_duration(*timeout, 0.1, 60),
+            webhook_retries=parse_count(*retries, most=10),
+        )
+    else:
+        for key in ("webhook_timeout", "webhook_retries"):
+            if key in raw:
+                raise ConfigError(f"{raw[key][0]} needs a webhook URL (--webhook)")
+    return outputs
+
+
+def start_outputs(outputs: Outputs, engine: Engine) -> list[Callable[[], None]]:
+    """Attach metrics and webhook to the engine; returns what needs closing."""
+    closers = []
+    if outputs.metrics_port is not None:
+        address, port = outputs.metrics_address, outputs.metrics_port
         metrics = Metrics()
         try:
             server = serve_metrics(metrics, lambda: engine.watchlist.scanned_once, address, port)
@@ -71,51 +113,55 @@ def start_outputs(args: argparse.Namespace, engine: Engine) -> list[Callable[[],
         log.event(
             logging.INFO, "serving metrics", address=address, port=port, paths="/metrics /healthz"
         )
-    elif "metrics_address" in raw:
-        raise ConfigError(f"{raw['metrics_address'][0]} needs a metrics port (--metrics-port)")
-    if "webhook" in raw:
-        url = parse_url(*raw["webhook"])
-        timeout = parse_duration(*raw.get("webhook_timeout", ("--webhook-timeout", "2s")))
-        retries = parse_count(*raw.get("webhook_retries", ("--webhook-retries", "3")))
-        webhook = Webhook(url, timeout, retries)
+    if outputs.webhook is not None:
+        webhook = Webhook(outputs.webhook, outputs.webhook_timeout, outputs.webhook_retries)
         engine.listeners.append(webhook)
         closers.append(webhook.close)
-    else:
-        for key in ("webhook_timeout", "webhook_retries"):
-            if key in raw:
-                raise ConfigError(f"{raw[key][0]} needs a webhook URL (--webhook)")
     return closers
 
 
+def say_cautions(settings: WatchSettings) -> None:
+    for caution in settings.cautions():
+        log.event(logging.WARNING, "caution", why=caution)
+
+
 def run_engine(args: argparse.Namespace, scanner_factory: Callable[[], Scanner]) -> int:
-    """sidecar, watch and node: the engine until SIGTERM/SIGINT, with its outputs."""
+    """sidecar, watch and node: the engine until SIGTERM/SIGINT/SIGHUP, with its outputs.
+    Every setting is checked before anything is logged, opened or scanned."""
     settings = gather_settings(args, use_env=True)
+    outputs = parse_outputs(args)
     setup_logging(args, use_env=True)
-    scanner = scanner_factory()
-    log.event(
-        logging.INFO,
-        "oomhero started",
-        mode=args.command,
-        warning=settings.warning,
-        critical=settings.critical,
-        cooldown=settings.cooldown,
-        polling="fixed" if settings.interval else "adaptive",
-        interval=settings.interval,
-        sources=",".join(settings.sources) or "none",
-        psi=settings.psi.text() if settings.psi else "off",
-        metric=settings.metric,
-        signal_target=settings.signal_target,
-        warning_signal=settings.warning_signal.name,
-        critical_signal=settings.critical_signal.name,
-    )
-    engine = Engine(scanner, settings)
+    engine = Engine(scanner_factory(), settings)
     closers = []
     try:
-        closers = start_outputs(args, engine)
+        closers = start_outputs(outputs, engine)  # a port in use fails before the start line
+        log.event(
+            logging.INFO,
+            "oomhero started",
+            mode=args.command,
+            warning=settings.warning,
+            critical=settings.critical,
+            cooldown=settings.cooldown,
+            polling="fixed" if settings.interval else "adaptive",
+            interval=settings.interval,
+            sources=",".join(settings.sources) or "none",
+            psi=settings.psi.text() if settings.psi else "off",
+            metric=settings.metric,
+            signal_target=settings.signal_target,
+            signal_uncaught=settings.signal_uncaught,
+            warning_signal=settings.warning_signal.name,
+            critical_signal=settings.critical_signal.name,
+        )
+        say_cautions(settings)
         engine.run()
     finally:
         engine.close()
         for close in closers:
             close()
-    log.event(logging.INFO, "oomhero stopped", samples_by_wakeup=dict(engine.wakeups))
+    log.event(
+        logging.INFO,
+        "oomhero stopped",
+        by=engine.stopped_by,
+        samples_by_wakeup=dict(engine.wakeups),
+    )
     return 0

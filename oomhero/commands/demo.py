@@ -30,6 +30,6 @@ def run(args: argparse.Namespace) -> int:
     settings = gather_settings(args, use_env=False)
     memory = parse_size("--memory", args.memory)
     rate = parse_size("--rate", args.rate)
-    timeout = parse_duration("--timeout", args.timeout)
+    timeout = parse_duration("--timeout", args.timeout, 1, 3600)
     setup_logging(args, use_env=False)
     return driver.run_demo(memory, rate, settings, timeout)

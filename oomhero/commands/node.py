@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from oomhero.commands.common import gather_settings, run_engine
+from oomhero.commands.common import gather_settings, parse_outputs, run_engine
 from oomhero.config import ConfigError
 from oomhero.config.table import NODE_ROOT_ENV
 from oomhero.kernel.cgroup import CGROUP_MOUNT, CgroupError
@@ -47,6 +47,7 @@ def arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = gather_settings(args, use_env=True)
+    parse_outputs(args)  # every setting is checked before the cgroup root is opened
     root = args.cgroup_root or os.environ.get(NODE_ROOT_ENV, CGROUP_MOUNT)
     try:
         scanner = node.NodeScanner(root, settings, args.watch_all, args.include, args.exclude)

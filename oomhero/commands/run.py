@@ -7,14 +7,20 @@ import logging
 import sys
 
 from oomhero import log
-from oomhero.commands.common import gather_settings, setup_logging
+from oomhero.commands.common import (
+    gather_settings,
+    parse_outputs,
+    say_cautions,
+    setup_logging,
+    start_outputs,
+)
 from oomhero.config import ConfigError, parse_size
 from oomhero.engine import Engine
 from oomhero.targets import launched
 
 HELP = "run a command under a memory limit, watched"
 DESCRIPTION = launched.__doc__
-FLAGS = ("watch",)
+FLAGS = ("watch", "output")
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         )
     limit = parse_size("--memory", args.memory)
     settings = gather_settings(args, use_env=True)
+    outputs = parse_outputs(args)
     setup_logging(args, use_env=True)
     try:
         placement = launched.start(command, limit)
@@ -49,9 +56,14 @@ def run(args: argparse.Namespace) -> int:
             why=placement.why,
         )
     engine = Engine(placement.scanner, settings)
+    closers = []
     try:
+        closers = start_outputs(outputs, engine)
+        say_cautions(settings)
         engine.run(until=lambda: placement.process.poll() is not None)
     finally:
         engine.close()
+        for close in closers:
+            close()
         code = placement.finish()  # oomhero was told to stop: passed on to the command
     return code if code >= 0 else 128 - code

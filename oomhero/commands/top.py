@@ -27,7 +27,14 @@ from rich.console import Console
 from rich.live import Live
 
 from oomhero import log
-from oomhero.commands.common import gather_settings, resolve_targets, setup_logging, start_outputs
+from oomhero.commands.common import (
+    gather_settings,
+    parse_outputs,
+    resolve_targets,
+    say_cautions,
+    setup_logging,
+    start_outputs,
+)
 from oomhero.commands.top_view import REDRAW, TopView
 from oomhero.engine import Engine
 from oomhero.targets.cgroups import CgroupScanner
@@ -45,12 +52,14 @@ FLAGS = ("watch", "output")
 
 def run(args: argparse.Namespace) -> int:
     settings = gather_settings(args, use_env=True)
+    outputs = parse_outputs(args)
     cgroups = resolve_targets(args.targets)
     setup_logging(args, use_env=True)
     engine = Engine(CgroupScanner(cgroups) if cgroups else PodScanner(), settings)
     closers = []
     try:
-        closers = start_outputs(args, engine)
+        closers = start_outputs(outputs, engine)
+        say_cautions(settings)
         return show(engine)
     finally:
         engine.close()

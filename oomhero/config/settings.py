@@ -8,8 +8,10 @@ from dataclasses import dataclass, replace
 from oomhero.config.values import (
     DEFAULT_PSI,
     DEFAULT_SOURCES,
+    HARMFUL_SIGNALS,
     ConfigError,
     PsiTriggerSpec,
+    ascii_number,
     parse_bool,
     parse_choice,
     parse_duration,
@@ -52,6 +54,7 @@ class WatchSettings:
     critical_psi: PsiCondition | None = None
     metric: str = "usage"
     signal_target: str = "all"
+    signal_uncaught: bool = False  # also signal processes without a handler (OOMHero's way)
 
     def thresholds(self) -> Thresholds:
         return Thresholds(self.warning, self.critical, self.hysteresis, self.cooldown)
@@ -59,6 +62,19 @@ class WatchSettings:
     @property
     def polling(self) -> str:
         return "adaptive" if self.interval is None else "fixed"
+
+    def cautions(self) -> list[str]:
+        """Valid, but worth a warning line at start."""
+        said = []
+        if self.warning_signal == self.critical_signal:
+            said.append(
+                f"warning and critical send the same signal ({self.warning_signal.name}): "
+                "the app cannot tell them apart"
+            )
+        for level, sig in (("warning", self.warning_signal), ("critical", self.critical_signal)):
+            if sig in HARMFUL_SIGNALS:
+                said.append(f"the {level} signal {sig.name} {HARMFUL_SIGNALS[sig]}")
+        return said
 
 
 METRICS = ("usage", "working-set")
@@ -77,13 +93,14 @@ def build_watch_settings(
     parsers = {
         "warning": parse_percent,
         "critical": parse_percent,
-        "cooldown": parse_duration,
-        "interval": parse_duration,
-        "poll_floor": parse_duration,
-        "poll_ceiling": parse_duration,
+        "cooldown": lambda n, r: parse_duration(n, r, 0.1, 3600, zero=True),
+        "interval": lambda n, r: parse_duration(n, r, 0.01, 600),
+        "poll_floor": lambda n, r: parse_duration(n, r, 0.001, 1),
+        "poll_ceiling": lambda n, r: parse_duration(n, r, 0.01, 60),
         "poll_burst": parse_rate,
         "sources": parse_sources,
         "bpf_signal": parse_bool,
+        "signal_uncaught": parse_bool,
         "psi": parse_psi_trigger,
         "warning_psi": parse_psi_condition,
         "critical_psi": parse_psi_condition,
@@ -109,8 +126,6 @@ def build_watch_settings(
         )
     if result.hysteresis >= result.warning:
         raise ConfigError(f"{label('hysteresis')} must be below {label('warning')}")
-    if result.interval is not None and result.interval <= 0:
-        raise ConfigError(f"{label('interval')} must be longer than 0")
     adaptive_only = [k for k in ("poll_floor", "poll_ceiling", "poll_burst") if k in settings]
     if "interval" in settings and adaptive_only:
         raise ConfigError(
@@ -125,21 +140,20 @@ def build_watch_settings(
         result = replace(result, sources=(*result.sources, "ebpf"))
     if "psi" in settings and result.psi is not None and "psi" not in result.sources:
         raise ConfigError(f"{label('psi')} has no effect with {label('sources')}: add psi to it")
-    if result.poll_floor <= 0:
-        raise ConfigError(f"{label('poll_floor')} must be longer than 0")
     if result.poll_floor > result.poll_ceiling:
         raise ConfigError(f"{label('poll_floor')} must not be above {label('poll_ceiling')}")
+    for key in ("warning_signal", "critical_signal"):
+        why = HARMFUL_SIGNALS.get(getattr(result, key))
+        if why and not result.signal_uncaught:
+            raise ConfigError(
+                f"{label(key)} {why}: refused, unless --signal-uncaught "
+                "(OOMHERO_SIGNAL_UNCAUGHT=1) sends it to every process, handler or not"
+            )
     return result
 
 
 def _parse_hysteresis(setting: Setting) -> float:
-    text = setting.raw.strip().removesuffix("%")
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(
-            f"{setting.name}={setting.raw!r} is not a number of percent points"
-        ) from None
+    value = ascii_number(setting.name, setting.raw.removesuffix("%"), "a number of percent points")
     if not 0 <= value < 100:
         raise ConfigError(f"{setting.name}={setting.raw!r} must be from 0 to below 100 points")
     return value

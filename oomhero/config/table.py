@@ -79,6 +79,9 @@ WATCH_FLAGS = (
        "inactive_file, as kubelet counts it (default usage)"),
     _f("signal_target", "|".join(SIGNAL_TARGETS),
        "all: every process of the container; main: its topmost process (default all)"),
+    _f("signal_uncaught", None, "also signal processes that have no handler for the signal, as "
+       "OOMHero does (SIGUSR1/SIGUSR2 then terminate them); default: only those whose "
+       "/proc/PID/status SigCgt catches it", const="1"),
 )  # fmt: skip
 
 LOG_FLAGS = (
@@ -90,7 +93,9 @@ LOG_FLAGS = (
 OUTPUT_FLAGS = (
     _f("metrics_port", "PORT", "serve Prometheus /metrics and readiness /healthz on this port "
        "(default: off)", OUTPUTS, env="METRICS_PORT"),
-    _f("metrics_address", "ADDR", "address to serve them on (default 0.0.0.0)", OUTPUTS),
+    _f("metrics_address", "ADDR", "the IP address to serve them on (default: 0.0.0.0 in sidecar "
+       "and node mode, scraped from outside the pod; 127.0.0.1 for commands run by hand)",
+       OUTPUTS),
     _f("webhook", "URL", "POST a JSON body (target, level, usage, limit, time) for every "
        "crossing, beside the signals", OUTPUTS),
     _f("webhook_timeout", "DUR", "per attempt (default 2s)", OUTPUTS),

@@ -6,6 +6,7 @@ error message can point at the exact setting; nothing is ever silently ignored o
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import signal
 import urllib.parse
@@ -18,8 +19,11 @@ class ConfigError(ValueError):
     """A setting the user gave is invalid; the message names the setting."""
 
 
+# Values are taken as given: ASCII digits only (str.isdigit and float() also take "٥٠", "1_0",
+# "1e3", " 50 "), nothing around them.
+_NUMBER = r"[0-9]+(?:\.[0-9]+)?"
 _DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h)?\s*$")
+_DURATION_RE = re.compile(rf"({_NUMBER})(us|ms|s|m|h)?")
 _SIZE_UNITS = {
     "": 1,
     "b": 1,
@@ -36,67 +40,102 @@ _SIZE_UNITS = {
     "tb": 1024**4,
     "tib": 1024**4,
 }
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_SIZE_RE = re.compile(rf"({_NUMBER})([a-zA-Z]*)")
+MAX_SIZE = 1024**5  # 1024T: more memory than any machine has
+MAX_RATE = 1024**4  # 1T/s
+
+
+def ascii_number(name: str, raw: str, what: str) -> float:
+    """An ASCII decimal number, optionally with a fraction; ``what`` says what was expected."""
+    if not re.fullmatch(_NUMBER, raw):
+        raise ConfigError(f"{name}={raw!r} is not {what}")
+    return float(raw)
+
+
+def _duration_text(seconds: float) -> str:
+    for unit in ("h", "m", "s", "ms", "us"):
+        if seconds >= _DURATION_UNITS[unit]:
+            return f"{seconds / _DURATION_UNITS[unit]:g}{unit}"
+    return "0"
 
 
 def parse_percent(name: str, raw: str) -> float:
     """A share of the memory limit, 0 < value ≤ 100 (a trailing % is allowed)."""
-    text = raw.strip().removesuffix("%")
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number (a percent of the limit)") from None
+    value = ascii_number(name, raw.removesuffix("%"), "a number (a percent of the limit, 0 to 100)")
     if not 0 < value <= 100:
         raise ConfigError(f"{name}={raw!r} must be above 0 and at most 100 (percent of the limit)")
     return value
 
 
-def parse_duration(name: str, raw: str) -> float:
-    """Seconds from ``500ms``, ``1s``, ``2m``, ``1h``, ``250us`` or a bare number of seconds.
+def parse_duration(
+    name: str, raw: str, least: float = 0.0, most: float = 3600.0, zero: bool = False
+) -> float:
+    """Seconds from ``500ms``, ``1s``, ``2m``, ``1h``, ``250us`` or a bare number of seconds,
+    from ``least`` to ``most`` (and 0 when ``zero``).
 
     Bare integers are OOMHero's legacy ``COOLDOWN`` format (seconds).
     """
-    match = _DURATION_RE.match(raw)
+    match = _DURATION_RE.fullmatch(raw)
     if not match:
         raise ConfigError(
             f"{name}={raw!r} is not a duration (use e.g. 500ms, 1s, 2m, or whole seconds)"
         )
     number, unit = match.groups()
-    return float(number) * _DURATION_UNITS[unit or "s"]
-
-
-def parse_size(name: str, raw: str) -> int:
-    """Bytes from ``256M``, ``1G``, ``512MiB``, ``4096`` (binary units)."""
-    match = _SIZE_RE.match(raw)
-    unit = match.group(2).lower() if match else None
-    if not match or unit not in _SIZE_UNITS:
-        raise ConfigError(f"{name}={raw!r} is not a size (use e.g. 256M, 1G, 512MiB or bytes)")
-    value = int(float(match.group(1)) * _SIZE_UNITS[unit])
-    if value <= 0:
-        raise ConfigError(f"{name}={raw!r} must be more than 0 bytes")
+    value = float(number) * _DURATION_UNITS[unit or "s"]
+    if not least <= value <= most and not (zero and value == 0):
+        span = f"from {_duration_text(least)} to {_duration_text(most)}"
+        raise ConfigError(f"{name}={raw!r} must be {'0 or ' if zero else ''}{span}")
     return value
 
 
+def _bytes(name: str, raw: str) -> float:
+    match = _SIZE_RE.fullmatch(raw)
+    unit = match.group(2).lower() if match else None
+    if not match or unit not in _SIZE_UNITS:
+        raise ConfigError(f"{name}={raw!r} is not a size (use e.g. 256M, 1G, 512MiB or bytes)")
+    return float(match.group(1)) * _SIZE_UNITS[unit]
+
+
+def parse_size(name: str, raw: str) -> int:
+    """Bytes from ``256M``, ``1G``, ``512MiB``, ``4096`` (binary units), up to MAX_SIZE."""
+    value = _bytes(name, raw)
+    if not 1 <= value <= MAX_SIZE:
+        raise ConfigError(f"{name}={raw!r} must be from 1 byte to 1024T")
+    return int(value)
+
+
 def parse_rate(name: str, raw: str) -> int:
-    """Bytes per second from ``1G``, ``512M``, ``256M/s``; ``0`` for none."""
-    text = raw.strip().removesuffix("/s")
-    return 0 if text == "0" else parse_size(name, text)
+    """Bytes per second from ``1G``, ``512M``, ``256M/s``, up to MAX_RATE; ``0`` for none."""
+    text = raw.removesuffix("/s")
+    value = 0 if text == "0" else _bytes(name, text)
+    if not (value == 0 or 1 <= value <= MAX_RATE):
+        raise ConfigError(f"{name}={raw!r} must be 0 or from 1 byte/s to 1T/s")
+    return int(value)
+
+
+# Uncatchable (SIGKILL, SIGSTOP) or stopping by default: never handled, or a process frozen.
+HARMFUL_SIGNALS = {
+    signal.SIGKILL: "cannot be caught",
+    signal.SIGSTOP: "cannot be caught",
+    signal.SIGTSTP: "stops a process",
+    signal.SIGTTIN: "stops a process",
+    signal.SIGTTOU: "stops a process",
+}
 
 
 def parse_signal(name: str, raw: str) -> signal.Signals:
     """A signal by name (``SIGUSR1``, ``usr1``) or number (``10``)."""
-    text = raw.strip()
     try:
-        if text.isdigit():
-            return signal.Signals(int(text))
-        upper = text.upper()
+        if re.fullmatch("[0-9]+", raw):
+            return signal.Signals(int(raw))
+        upper = raw.upper()
         return signal.Signals[upper if upper.startswith("SIG") else "SIG" + upper]
     except (KeyError, ValueError):
         raise ConfigError(f"{name}={raw!r} is not a signal name or number on this system") from None
 
 
 def parse_bool(name: str, raw: str) -> bool:
-    text = raw.strip().lower()
+    text = raw.lower()
     if text in ("1", "true", "yes", "on"):
         return True
     if text in ("0", "false", "no", "off", ""):
@@ -105,22 +144,32 @@ def parse_bool(name: str, raw: str) -> bool:
 
 
 def parse_port(name: str, raw: str) -> int:
-    if not raw.strip().isdigit() or not 1 <= int(raw) <= 65535:
+    if not re.fullmatch("[0-9]{1,5}", raw) or not 1 <= int(raw) <= 65535:
         raise ConfigError(f"{name}={raw!r} is not a TCP port (1 to 65535)")
     return int(raw)
 
 
-def parse_count(name: str, raw: str) -> int:
-    if not raw.strip().isdigit():
-        raise ConfigError(f"{name}={raw!r} is not a whole number (0 or more)")
+def parse_count(name: str, raw: str, most: int) -> int:
+    if not re.fullmatch("[0-9]+", raw) or int(raw) > most:
+        raise ConfigError(f"{name}={raw!r} is not a whole number from 0 to {most}")
     return int(raw)
 
 
+def parse_address(name: str, raw: str) -> str:
+    """An IPv4 or IPv6 address to listen on (no names: nothing to resolve at start)."""
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        raise ConfigError(
+            f"{name}={raw!r} is not an IP address (e.g. 127.0.0.1, 0.0.0.0, ::1)"
+        ) from None
+
+
 def parse_url(name: str, raw: str) -> str:
-    parsed = urllib.parse.urlparse(raw.strip())
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+    parsed = urllib.parse.urlparse(raw)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or raw != raw.strip():
         raise ConfigError(f"{name}={raw!r} is not an http:// or https:// URL")
-    return raw.strip()
+    return raw
 
 
 def parse_choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
@@ -133,8 +182,8 @@ SOURCE_NAMES = ("inotify", "psi", "eventfd", "ebpf")
 # The eBPF probe costs a compile at start (seconds; tens of seconds under emulation) and
 # privileges: it runs when asked for (`all`, a list naming it, or --bpf-signal).
 DEFAULT_SOURCES = ("inotify", "psi", "eventfd")
-_PSI_TRIGGER_RE = re.compile(r"^(some|full):(\d+(?:\.\d+)?)(us|ms|s)/(\d+(?:\.\d+)?)(us|ms|s)$")
-_PSI_CONDITION_RE = re.compile(r"^(some|full)_(avg10|avg60|avg300)\s*>\s*(\d+(?:\.\d+)?)$")
+_PSI_TRIGGER_RE = re.compile(rf"(some|full):({_NUMBER})(us|ms|s)/({_NUMBER})(us|ms|s)")
+_PSI_CONDITION_RE = re.compile(rf"(some|full)_(avg10|avg60|avg300) *> *({_NUMBER})")
 _MICROSECONDS = {"us": 1, "ms": 1000, "s": 1_000_000}
 
 
@@ -155,10 +204,9 @@ DEFAULT_PSI = PsiTriggerSpec("some", 150_000, 1_000_000)
 
 def parse_psi_trigger(name: str, raw: str) -> PsiTriggerSpec | None:
     """``some:150ms/1s`` → a trigger; ``off`` → None."""
-    text = raw.strip()
-    if text.lower() == "off":
+    if raw.lower() == "off":
         return None
-    match = _PSI_TRIGGER_RE.match(text)
+    match = _PSI_TRIGGER_RE.fullmatch(raw)
     if not match:
         raise ConfigError(f"{name}={raw!r} is not a PSI trigger (use e.g. some:150ms/1s, or off)")
     kind, stall, stall_unit, window, window_unit = match.groups()
@@ -173,10 +221,9 @@ def parse_psi_trigger(name: str, raw: str) -> PsiTriggerSpec | None:
 
 def parse_psi_condition(name: str, raw: str) -> PsiCondition | None:
     """``some_avg10>40`` → a condition; ``off`` → None."""
-    text = raw.strip()
-    if text.lower() == "off":
+    if raw.lower() == "off":
         return None
-    match = _PSI_CONDITION_RE.match(text)
+    match = _PSI_CONDITION_RE.fullmatch(raw)
     if not match:
         raise ConfigError(
             f"{name}={raw!r} is not a PSI condition (use e.g. some_avg10>40 or full_avg60>10)"
@@ -189,7 +236,7 @@ def parse_psi_condition(name: str, raw: str) -> PsiCondition | None:
 
 def parse_sources(name: str, raw: str) -> tuple[str, ...]:
     """``all``, ``none``, or a comma list of inotify, psi, eventfd, ebpf."""
-    text = raw.strip().lower()
+    text = raw.lower()
     if text == "all":
         return SOURCE_NAMES
     if text == "none":

@@ -38,6 +38,24 @@ def read_proc(pid: int, proc: str = "/proc") -> ProcInfo | None:
     return ProcInfo(pid, ppid, comm, starttime, uid, bool(flags & PF_KTHREAD))
 
 
+def parse_caught(status: str) -> int:
+    """The ``SigCgt`` mask of a ``/proc/<pid>/status`` text: bit ``n - 1`` set when signal ``n``
+    has a handler. A process without the line (none in practice) catches nothing."""
+    for line in status.splitlines():
+        if line.startswith("SigCgt:"):
+            return int(line.split(":", 1)[1].strip(), 16)
+    return 0
+
+
+def read_caught(pid: int, proc: str = "/proc") -> int | None:
+    """The signals ``pid`` catches now; None when it is gone (status is world-readable)."""
+    try:
+        with open(f"{proc}/{pid}/status") as f:
+            return parse_caught(f.read())
+    except (OSError, ValueError):
+        return None
+
+
 def list_pids(proc: str = "/proc") -> list[int]:
     return [int(name) for name in os.listdir(proc) if name.isdigit()]
 

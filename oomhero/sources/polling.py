@@ -14,7 +14,6 @@ from oomhero.policy import Level
 
 if TYPE_CHECKING:
     from oomhero.config import WatchSettings
-    from oomhero.targets import Target
 
 # Sample when half the estimated time to the next threshold has passed: growth may speed up.
 SAFETY = 0.5
@@ -78,14 +77,14 @@ class Polling:
         """The gap for a target with nothing to cross: no limit, or unreadable."""
         return self.settings.interval or self.settings.poll_ceiling
 
-    def delay(self, target: Target, value: int, limit: int) -> float:
-        """Seconds until the next sample of ``target``, at ``value`` of ``limit`` bytes now."""
-        s, own = self.settings, target.settings
+    def delay(self, own: WatchSettings, level: Level, value: int, limit: int, rate: float) -> float:
+        """Seconds until the next sample of a target at ``level`` with its ``own`` thresholds,
+        at ``value`` of ``limit`` bytes now, growing at ``rate`` bytes/s."""
+        s = self.settings
         if s.interval is not None:
             return s.interval
-        above = {Level.OK: own.warning, Level.WARNING: own.critical}.get(target.state.level)
+        above = {Level.OK: own.warning, Level.WARNING: own.critical}.get(level)
         next_threshold = None if above is None else int(limit * above / 100)
-        rate = target.growth.rate
         return next_delay(value, next_threshold, rate, s.poll_floor, s.poll_ceiling, s.poll_burst)
 
     def describe(self) -> str:

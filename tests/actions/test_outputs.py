@@ -1,21 +1,27 @@
 """Metrics, readiness and the webhook, wired to a real engine over a synthetic cgroup directory
 (parsing only; the guest shows the series moving with a real workload)."""
 
+import contextlib
 import http.server
 import json
+import socket
+import subprocess
+import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 
 import pytest
 
+from oomhero.actions import metrics
 from oomhero.actions.metrics import Metrics, container_labels, serve
-from oomhero.actions.webhook import Webhook
+from oomhero.actions.webhook import QUEUE_SIZE, Webhook
 from oomhero.config import WatchSettings
 from oomhero.engine import Engine
 from oomhero.kernel.cgroup import CgroupDir
 from oomhero.targets.cgroups import CgroupScanner
-from tests.helpers import MIB, run_cli, v2_dir, wait_until
+from tests.helpers import MIB, REPO, clean_env, run_cli, v2_dir, wait_until
 
 QUIET = WatchSettings(warning=50, critical=80, sources=(), cooldown=0)
 
@@ -37,9 +43,14 @@ def value(line):
 
 
 @pytest.fixture
-def watched(tmp_path, recorder):
+def watched(tmp_path, recorder, sleeper):
+    """The recorder handles the signals; the sleeper does not: it is never signalled."""
     directory = v2_dir(
-        tmp_path / "cg", pids=[recorder.pid], current=10 * MIB, limit=str(100 * MIB), inactive=0
+        tmp_path / "cg",
+        pids=[recorder.pid, sleeper.pid],
+        current=10 * MIB,
+        limit=str(100 * MIB),
+        inactive=0,
     )
     cgroup = CgroupDir(str(directory), 2)
     engine = Engine(CgroupScanner([cgroup]), QUIET)
@@ -73,6 +84,8 @@ def test_metrics_move_with_the_samples_and_healthz_waits_for_the_first_scan(watc
         sent = series(text, "oomhero_signals_sent_total")
         assert sent == ['oomhero_signals_sent_total{level="warning",signal="SIGUSR1"} 1.0']
         assert 'oomhero_wakeups_total{source="poll"} 2.0' in text
+        skipped = series(text, "oomhero_signals_skipped_total")
+        assert skipped == ['oomhero_signals_skipped_total{level="warning",signal="SIGUSR1"} 1.0']
         assert "pid" not in text.split("# HELP")[0] + "".join(series(text, "oomhero_memory"))
         assert get(base + "/nothing")[0] == 404
     finally:
@@ -169,12 +182,158 @@ def test_webhook_retries_then_gives_up_with_one_line(watched, json_log):
     assert len(failures) == 1 and failures[0]["attempts"] == 3
 
 
+def test_webhook_close_is_prompt_against_a_hanging_endpoint_and_counts_the_dropped(json_log):
+    hanging = Receiver()
+    hanging.gate.clear()  # it reads each body, then never answers
+    webhook = Webhook(hanging.url, timeout=30, retries=3)
+    try:
+        for _ in range(QUEUE_SIZE + 1):  # one taken, in flight for good; then the queue full
+            webhook.queue.put(b"{}", timeout=5)
+        started = time.monotonic()
+        webhook.close()
+        took = time.monotonic() - started
+    finally:
+        hanging.gate.set()
+        hanging.shutdown()
+    assert took <= 1.2, took
+    (stopped,) = [json.loads(line) for line in json_log.getvalue().splitlines()]
+    assert stopped["msg"] == "webhook stopped" and stopped["delivered"] == 0
+    assert (stopped["dropped"], stopped["in_flight"]) == (QUEUE_SIZE, 1)
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def threads_of(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("Threads:")).split()[1])
+
+
+def closed_by_server(sock, within):
+    """True when the server closes ``sock`` (EOF or reset) within ``within`` seconds."""
+    sock.settimeout(within)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_a_flood_of_idle_slow_and_busy_clients_is_bounded_and_the_signal_still_arrives(
+    tmp_path, recorder
+):
+    """Local traffic only (127.0.0.1), bounded: 300 idle connections, 20 that trickle a byte
+    every 0.2 s, one client scraping in a loop, for about REQUEST_DEADLINE seconds."""
+    directory = v2_dir(
+        tmp_path / "cg", pids=[recorder.pid], current=10 * MIB, limit=str(100 * MIB), inactive=0
+    )
+    port, log = free_port(), tmp_path / "oomhero.log"
+    flags = ["--sources", "none", "--interval", "100ms", "--warning", "50", "--critical", "80"]
+    watcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "oomhero",
+            "watch",
+            str(directory),
+            *flags,
+            "--metrics-port",
+            str(port),
+        ],
+        env=clean_env(),
+        cwd=REPO,
+        stderr=open(log, "w"),
+    )
+    base = f"http://127.0.0.1:{port}"
+    stop = threading.Event()
+    scrapes = []
+
+    def scrape_in_a_loop():
+        while not stop.is_set() and len(scrapes) < 5000:
+            with contextlib.suppress(OSError):
+                scrapes.append(get(base + "/metrics")[0])
+
+    def trickle(sock):
+        with contextlib.suppress(OSError):
+            sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+            while not stop.wait(0.2):
+                sock.sendall(b"X")
+
+    idle, slow, workers = [], [], []
+    try:
+        wait_until(lambda: _answers(base + "/healthz"), "the metrics server")
+        opened = time.monotonic()
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]
+        slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        workers = [threading.Thread(target=trickle, args=(s,)) for s in slow]
+        workers.append(threading.Thread(target=scrape_in_a_loop))
+        for worker in workers:
+            worker.start()
+        most_threads = 0
+        for _ in range(20):
+            most_threads = max(most_threads, threads_of(watcher.pid))
+            time.sleep(0.05)
+        # The crossing, in the middle of the flood: the loop still samples and signals.
+        (directory / "memory.current").write_text(f"{90 * MIB}\n")
+        wait_until(lambda: recorder.received() == ["SIGUSR2"], "the signal", timeout=10)
+        # Each is cut REQUEST_DEADLINE after its accept, or at once while every slot is taken;
+        # one accepted as the first slots free up may take a second round.
+        end = opened + 2 * metrics.REQUEST_DEADLINE + 3
+        still_open = [
+            s for s in idle + slow if not closed_by_server(s, max(end - time.monotonic(), 0.1))
+        ]
+        stop.set()
+        for worker in workers:
+            worker.join(10)
+        assert get(base + "/metrics")[0] == 200, "the server did not recover"
+    finally:
+        stop.set()
+        for sock in idle + slow:
+            sock.close()
+        watcher.terminate()
+        assert watcher.wait(timeout=30) == 0
+    # The loop's thread and the server's own, plus at most MAX_CONNECTIONS handlers.
+    assert most_threads <= metrics.MAX_CONNECTIONS + 3, most_threads
+    assert not still_open, f"{len(still_open)} connections outlived the request deadline"
+    assert scrapes.count(200) >= 1
+
+
+def _answers(url):
+    with contextlib.suppress(OSError):
+        return get(url)[0] in (200, 503)
+    return False
+
+
+def test_metrics_bind_this_machine_only_unless_in_a_pod():
+    from oomhero.commands.common import default_metrics_address
+
+    for command in ("watch", "top", "run"):
+        assert default_metrics_address(command) == "127.0.0.1"
+    for command in ("sidecar", "node"):
+        assert default_metrics_address(command) == "0.0.0.0"
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
         (["--webhook", "ftp://example/x"], "--webhook='ftp://example/x' is not an http"),
         (["--metrics-port", "http"], "--metrics-port='http' is not a TCP port"),
         (["--metrics-port", "70000"], "is not a TCP port"),
+        (["--metrics-port", "٥٠"], "--metrics-port='٥٠' is not a TCP port"),
+        (["--metrics-port", "²"], "--metrics-port='²' is not a TCP port"),
+        (["--metrics-port", " 9090"], "--metrics-port=' 9090' is not a TCP port"),
+        (
+            ["--webhook", "http://127.0.0.1:9/x", "--webhook-retries", "99"],
+            "--webhook-retries='99' is not a whole number from 0 to 10",
+        ),
+        (
+            ["--webhook", "http://127.0.0.1:9/x", "--webhook-timeout", "1h"],
+            "--webhook-timeout='1h' must be from 100ms to 1m",
+        ),
         (["--webhook-timeout", "1s"], "--webhook-timeout needs a webhook URL"),
         (["--metrics-address", "127.0.0.1"], "needs a metrics port"),
     ],

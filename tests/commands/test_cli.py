@@ -61,6 +61,17 @@ def test_flag_beats_env_var():
         ({"OOMHERO_METRIC": "rss"}, ["OOMHERO_METRIC='rss'", "usage, working-set"]),
         ({"OOMHERO_LOG_FORMAT": "xml"}, ["OOMHERO_LOG_FORMAT='xml'"]),
         ({"OOMHERO_INTERVAL": "0"}, ["OOMHERO_INTERVAL='0'"]),
+        ({"WARNING": "٥٠"}, ["WARNING='٥٠' is not a number"]),
+        ({"CRITICAL": "9_0"}, ["CRITICAL='9_0' is not a number"]),
+        ({"COOLDOWN": "1e30"}, ["COOLDOWN='1e30' is not a duration"]),
+        ({"COOLDOWN": "2h"}, ["COOLDOWN='2h' must be 0 or from 100ms to 1h"]),
+        ({"OOMHERO_POLL_CEILING": "1h"}, ["OOMHERO_POLL_CEILING='1h' must be from 10ms to 1m"]),
+        ({"OOMHERO_POLL_BURST": "1" + "0" * 30}, ["OOMHERO_POLL_BURST=", "to 1T/s"]),
+        ({"WARNING_SIGNAL": "SIGUSR1 "}, ["WARNING_SIGNAL='SIGUSR1 ' is not a signal"]),
+        ({"CRITICAL_SIGNAL": "SIGKILL"}, ["CRITICAL_SIGNAL='SIGKILL' cannot be caught"]),
+        ({"WARNING_SIGNAL": "SIGSTOP"}, ["WARNING_SIGNAL='SIGSTOP' cannot be caught"]),
+        ({"CRITICAL_SIGNAL": "SIGTSTP"}, ["CRITICAL_SIGNAL='SIGTSTP' stops a process"]),
+        ({"OOMHERO_SIGNAL_UNCAUGHT": "maybe"}, ["OOMHERO_SIGNAL_UNCAUGHT='maybe'"]),
     ],
 )
 def test_bad_env_setting_exits_2_with_one_line(env, words):

@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 
 import psutil
@@ -10,7 +11,9 @@ from oomhero.kernel.procfs import (
     ProcInfo,
     TrackedProcess,
     list_pids,
+    parse_caught,
     parse_stat,
+    read_caught,
     read_proc,
 )
 from tests.helpers import stat_line, wait_until
@@ -23,6 +26,21 @@ def test_parse_stat_comm_with_spaces_and_parens():
 @pytest.mark.parametrize("comm", ["x)", ") S 1 (", "a b c", "", "((()))"])
 def test_parse_stat_tricky_comms(comm):
     assert parse_stat(stat_line(comm=comm, ppid=77, starttime=5)) == (comm, 77, 4194560, 5)
+
+
+def test_parse_caught_reads_the_sigcgt_mask():
+    status = "Name:\tapp\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000001000\n"
+    assert parse_caught(status + "SigCgt:\t0000000000000a00\n") == (1 << 9) | (1 << 11)
+    assert parse_caught(status) == 0
+
+
+def test_read_caught_tells_handlers_from_none(recorder, sleeper):
+    usr1, usr2 = 1 << (signal.SIGUSR1 - 1), 1 << (signal.SIGUSR2 - 1)
+    assert read_caught(recorder.pid) & (usr1 | usr2) == usr1 | usr2
+    assert read_caught(sleeper.pid) & (usr1 | usr2) == 0
+    sleeper.kill()
+    sleeper.wait()
+    assert read_caught(sleeper.pid) is None
 
 
 def test_parse_stat_of_this_process_agrees_with_the_kernel():

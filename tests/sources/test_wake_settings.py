@@ -76,8 +76,8 @@ def test_floor_above_ceiling_is_refused():
     with pytest.raises(ConfigError, match="must not be above"):
         build_watch_settings(
             {
-                "poll_floor": Setting("--poll-floor", "2s"),
-                "poll_ceiling": Setting("--poll-ceiling", "1s"),
+                "poll_floor": Setting("--poll-floor", "500ms"),
+                "poll_ceiling": Setting("--poll-ceiling", "100ms"),
             }
         )
 
