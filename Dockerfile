@@ -21,11 +21,16 @@ COPY oomhero ./oomhero
 COPY deploy/build-venv.sh ./deploy/
 
 FROM build-base AS build
+# A CA bundle for pip behind a TLS-inspecting proxy, e.g. mounted with `buildah bud -v` (as
+# deploy/build-image does); unset, pip uses the image's own. Build stages only: no final image
+# keeps it.
+ARG PIP_CERT
 RUN --mount=type=cache,target=/root/.cache/pip deploy/build-venv.sh /opt/oomhero
 
 # bcc's Python bindings are Debian's python3-bpfcc, outside the venv: the venv must see the
 # system site-packages.
 FROM build-base AS build-ebpf
+ARG PIP_CERT
 RUN --mount=type=cache,target=/root/.cache/pip \
     deploy/build-venv.sh --system-site-packages /opt/oomhero
 

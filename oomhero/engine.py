@@ -16,14 +16,10 @@ from oomhero.kernel.cgroup import CgroupError
 from oomhero.policy import Decision, evaluate
 from oomhero.sampler import Sampler
 from oomhero.sources import WakeSources
-from oomhero.sources.epoll import Wakeups
+from oomhero.sources.epoll import STOP_SIGNALS, Wakeups
 from oomhero.sources.polling import Polling
 from oomhero.targets import Scanner, Target
 from oomhero.watchlist import Watchlist
-
-# A clean stop on each. SIGHUP does not reload: the settings are env vars and flags, which no
-# one can change in a running process, so there would be nothing new to read.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class Engine:

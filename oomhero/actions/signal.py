@@ -110,45 +110,29 @@ class Signaller:
             chosen = [p for p in chosen if p.pid not in in_kernel]
         if not chosen and not in_kernel:
             log.event(logging.WARNING, "no process to signal", signal=sig.name, **fields)
+        threshold = decision.signal.label
         for process in chosen:
             result = send(process, sig, self.uncaught)
+            about = {"pid": process.pid, "comm": process.info.comm, "signal": sig.name}
             if result is SendResult.SENT:
                 self._sent(target, decision, sig, process.pid, "user")
-                log.event(
-                    logging.WARNING,
-                    "signal sent",
-                    pid=process.pid,
-                    comm=process.info.comm,
-                    signal=sig.name,
-                    threshold=decision.signal.label,
-                    reason=decision.reason,
-                    **fields,
-                )
+                said = {"threshold": threshold, "reason": decision.reason, **fields}
+                log.event(logging.WARNING, "signal sent", **about, **said)
             elif result is SendResult.GONE:
                 target.processes.forget(process.pid)
             elif result is SendResult.UNCAUGHT:
                 # Checked again at every crossing and cooldown; said once per process and level.
                 self.listeners.skipped(target, decision.signal, sig.name, process.pid)
+                what = f"uncaught:{process.pid}:{process.info.starttime}:{threshold}"
+                why = f"pid {process.pid} ({process.info.comm}) does not handle {sig.name}"
+                msg = "not signalled"
                 self.report.once(
-                    target,
-                    f"uncaught:{process.pid}:{process.info.starttime}:{decision.signal.label}",
-                    logging.WARNING,
-                    "not signalled",
-                    pid=process.pid,
-                    comm=process.info.comm,
-                    signal=sig.name,
-                    threshold=decision.signal.label,
-                    why=f"pid {process.pid} ({process.info.comm}) does not handle {sig.name}",
+                    target, what, logging.WARNING, msg, **about, threshold=threshold, why=why
                 )
             else:
+                what, why = f"denied:{process.pid}", denied_hint(process)
                 self.report.once(
-                    target,
-                    f"denied:{process.pid}",
-                    logging.ERROR,
-                    "signal not permitted",
-                    pid=process.pid,
-                    signal=sig.name,
-                    why=denied_hint(process),
+                    target, what, logging.ERROR, "signal not permitted", **about, why=why
                 )
 
     def _sent(

@@ -104,12 +104,6 @@ class Webhook(Listener):
         self.dropped += left
         if self._thread.is_alive():
             self.queue.put_nowait(None)  # for when the delivery in flight gives up
-        log.event(
-            logging.INFO,
-            "webhook stopped",
-            url=self.url,
-            delivered=self.delivered,
-            failed=self.failed,
-            dropped=self.dropped,
-            in_flight=int(self._thread.is_alive()),
-        )
+        counts = {"delivered": self.delivered, "failed": self.failed, "dropped": self.dropped}
+        in_flight = int(self._thread.is_alive())
+        log.event(logging.INFO, "webhook stopped", url=self.url, **counts, in_flight=in_flight)

@@ -8,6 +8,10 @@ import select
 import signal
 from collections.abc import Callable, Iterator
 
+# A clean stop on each. SIGHUP does not reload: the settings are env vars and flags, which no
+# one can change in a running process, so there would be nothing new to read.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
 
 class Wakeups:
     def __init__(self) -> None:

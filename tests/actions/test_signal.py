@@ -138,3 +138,14 @@ def test_denied_hint_for_the_same_uid_mentions_cap_kill():
     hint = denied_hint(tracked)
     assert hint.startswith("pid 4321 refused the signal")
     assert "CAP_KILL" in hint
+
+
+def test_signal_0_checks_permission_only_whatever_the_handlers(sleeper):
+    # doctor's check: nothing is delivered, so the SigCgt guard does not apply.
+    tracked = track(sleeper.pid)
+    try:
+        assert send(tracked, 0) is SendResult.SENT
+        assert send(tracked, signal.SIGUSR1) is SendResult.UNCAUGHT
+        assert sleeper.poll() is None
+    finally:
+        tracked.close()

@@ -1,0 +1,3 @@
+module oomhero.example/app
+
+go 1.19

@@ -1,0 +1,134 @@
+"""Rootful podman in the qemu guest, on the images deploy/build-image made on the host.
+
+The host's buildah storage (.cache/containers/storage) is podman's read-only additional image
+store, over the guest's 9p share: `podman load` of the 65 MiB archive took 113 s under TCG, the
+shared store nothing. The guest's own storage (containers, the pause image) lives in its tmpfs
+/tmp. No systemd in the guest: cgroupfs, events to a file; crun, as the issue asks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from tests.conftest import guest_version
+
+REPO = Path(__file__).resolve().parents[2]
+STORE = REPO / ".cache" / "containers" / "storage"
+CONF = Path("/tmp/oomhero-podman")
+TEXT_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
+
+
+def require_guest() -> None:
+    if guest_version() != "v2":
+        raise RuntimeError("refusing to run podman outside the oomhero qemu guest (cgroup v2)")
+
+
+@functools.cache
+def configure() -> dict[str, str]:
+    """podman's configuration files for the guest; returns the environment naming them."""
+    require_guest()
+    if not (STORE / "overlay-images" / "images.json").exists():
+        raise RuntimeError(f"no images in {STORE}: run deploy/build-image on the host first")
+    CONF.mkdir(exist_ok=True)
+    (CONF / "storage.conf").write_text(
+        '[storage]\ndriver = "overlay"\ngraphroot = "/tmp/containers/storage"\n'
+        'runroot = "/run/containers/storage"\n'
+        f'[storage.options]\nadditionalimagestores = ["{STORE}"]\n'
+    )
+    (CONF / "containers.conf").write_text(
+        '[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\nruntime = "crun"\n'
+    )
+    # slirp4netns (the pods' ports need a network other than none) needs /dev/net/tun.
+    subprocess.run(["modprobe", "tun"], check=True)
+    return {
+        "CONTAINERS_CONF": str(CONF / "containers.conf"),
+        "CONTAINERS_STORAGE_CONF": str(CONF / "storage.conf"),
+    }
+
+
+def podman(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, **configure()}
+    result = subprocess.run(
+        ["podman", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"podman {' '.join(args)}: exit {result.returncode}: {result.stderr}")
+    return result
+
+
+def allow_devices(pod: str) -> None:
+    """podman 4.3 with cgroupfs on cgroup v2 attaches a deny-all device program to the pod's
+    cgroup, so crun's mknod of /dev/null fails in every container of the pod ("crun: mknod
+    `/dev/null`: Operation not permitted"); each container's own device program still applies
+    below it. Detach the pod-level one, as systemd's cgroup manager never adds it."""
+    cgroup = podman("pod", "inspect", pod, "--format", "{{.CgroupPath}}").stdout.strip()
+    path = f"/sys/fs/cgroup{cgroup}"
+    shown = subprocess.run(
+        ["bpftool", "-j", "cgroup", "show", path], capture_output=True, text=True, check=True
+    )
+    for prog in json.loads(shown.stdout or "[]"):
+        if prog["attach_type"] == "cgroup_device":
+            detach = ["bpftool", "cgroup", "detach", path, "cgroup_device", "id", str(prog["id"])]
+            subprocess.run(detach, check=True)
+
+
+def play(manifest: Path) -> str:
+    """podman kube play MANIFEST, started once its devices are allowed; returns the pod name."""
+    podman("kube", "play", "--start=false", "--network", "slirp4netns", str(manifest))
+    (pod,) = podman("pod", "ps", "--format", "{{.Name}}").stdout.split()
+    allow_devices(pod)
+    podman("pod", "start", pod)
+    return pod
+
+
+def remove_pods() -> None:
+    podman("pod", "rm", "--all", "--force", "--time", "0", check=False)
+
+
+def logs(container: str) -> list[str]:
+    result = podman("logs", container)
+    return (result.stdout + result.stderr).splitlines()
+
+
+def text_records(lines: list[str]) -> list[dict[str, str]]:
+    """oomhero's text log lines: {"msg": ..., field: value}."""
+    records = []
+    for line in lines:
+        parts = line.split(" ", 2)
+        if len(parts) < 3 or parts[1] not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            continue
+        first = TEXT_FIELD.search(parts[2])
+        msg = parts[2][: first.start()].strip() if first else parts[2]
+        fields = {
+            k: json.loads(v) if v.startswith('"') else v for k, v in TEXT_FIELD.findall(parts[2])
+        }
+        records.append({"msg": msg, "level": parts[1], **fields})
+    return records
+
+
+def json_records(lines: list[str]) -> list[dict]:
+    return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def inspect(container: str, template: str) -> str:
+    return podman("inspect", container, "--format", template).stdout.strip()
+
+
+def state() -> str:
+    """What every container of the pods is doing: for a test's failure message."""
+    lines = [podman("ps", "-a", "--format", "{{.Names}} {{.Status}}").stdout]
+    for name in podman("ps", "--format", "{{.Names}}").stdout.split():
+        pid = inspect(name, "{{.State.Pid}}")
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                stat = (task / "stat").read_text().split(") ")[-1].split()[0]
+                wchan = (task / "wchan").read_text()
+                comm = (task / "comm").read_text().strip()
+                lines.append(f"{name} {pid}/{task.name} {comm} {stat} {wchan}")
+    return "\n".join(lines)
