@@ -36,28 +36,23 @@ class Crossing:
     signalled: bool
 
 
+def layout(spec: str) -> tuple[tuple[str, type], ...]:
+    """A C struct's fields for ctypes, from ``"u64 name, u32 other"`` as the header writes them."""
+    kinds = {"u64": ctypes.c_uint64, "u32": ctypes.c_uint32}
+    return tuple((name, kinds[kind]) for kind, name in (f.split() for f in spec.split(", ")))
+
+
 class Watch(ctypes.Structure):
     """``struct watch``: the value of the ``watches`` map, keyed by cgroup id."""
 
-    _fields_ = (
-        ("warning_pages", ctypes.c_uint64),
-        ("critical_pages", ctypes.c_uint64),
-        ("armed", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
-    )
+    _fields_ = layout("u64 warning_pages, u64 critical_pages, u32 armed, u32 pad")
 
 
 class Event(ctypes.Structure):
     """``struct event``: one record of the ``events`` ring buffer."""
 
-    _fields_ = (
-        ("cgroup_id", ctypes.c_uint64),
-        ("usage_pages", ctypes.c_uint64),
-        ("ktime_ns", ctypes.c_uint64),
-        ("level", ctypes.c_uint32),
-        ("pid", ctypes.c_uint32),
-        ("signalled", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
+    _fields_ = layout(
+        "u64 cgroup_id, u64 usage_pages, u64 ktime_ns, u32 level, u32 pid, u32 signalled, u32 pad"
     )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from oomhero.kernel.procfs import pid_namespace
 
 from . import libbpf
-from .common import Crossing, ProbeError, crossing_at, watch_value
+from .common import Crossing, ProbeError, crossing_at, layout, watch_value
 
 OBJECT = Path(__file__).resolve().with_name("memcg_threshold.bpf.o")
 # The object's programs by (attach kind, charge function), in the order they are tried.
@@ -31,12 +31,7 @@ PROGRAMS = {
 class Settings(ctypes.Structure):
     """The object's ``settings`` (its whole ``.rodata``), set before load."""
 
-    _fields_ = (
-        ("pidns_dev", ctypes.c_uint64),
-        ("pidns_ino", ctypes.c_uint64),
-        ("signal_on_critical", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
-    )
+    _fields_ = layout("u64 pidns_dev, u64 pidns_ino, u32 signal_on_critical, u32 pad")
 
 
 class CoreProbe:

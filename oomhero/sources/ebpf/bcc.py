@@ -1,0 +1,127 @@
+"""The bcc loader, the fallback where the kernel has no BTF or the CO-RE object is refused: it
+compiles bpf/memcg_threshold_bcc.c at start against the kernel's headers (seconds; tens of
+seconds under emulation), with LLVM in this process."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import select
+import time
+from pathlib import Path
+
+from oomhero.kernel.procfs import pid_namespace
+from oomhero.sources.ebpf.common import (
+    Crossing,
+    ProbeError,
+    crossing_at,
+    first_line,
+    watch_value,
+)
+
+# bcc's source: in an installed wheel beside this file (setup.py puts it there), in the
+# repository at bpf/.
+_HERE = Path(__file__).resolve().parent
+BPF_SOURCES = next(
+    (
+        d
+        for d in (_HERE / "bpf", _HERE.parents[2] / "bpf")
+        if (d / "memcg_threshold_bcc.c").exists()
+    ),
+    _HERE.parents[2] / "bpf",
+)
+PROGRAM = BPF_SOURCES / "memcg_threshold_bcc.c"
+
+
+def bcc_prerequisites() -> None:
+    """What bcc needs beyond the common prerequisites: bcc itself and the kernel's headers."""
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        raise ProbeError(
+            "bcc is not importable: install python3-bpfcc and run oomhero from a venv made "
+            "from /usr/bin/python3 with --system-site-packages"
+        ) from None
+    release = os.uname().release
+    if not Path(f"/lib/modules/{release}/build").exists():
+        raise ProbeError(
+            f"no kernel headers at /lib/modules/{release}/build (install linux-headers-{release})"
+        )
+
+
+class ChargeProbe:
+    """The bcc loader: compiles and attaches the probe (``start``), then serves as a source."""
+
+    name = "ebpf"
+    mask = select.EPOLLIN
+    loader = "bcc"
+    attach = "kprobe"
+    refused = None  # bcc has no fentry to fall back from
+
+    def __init__(self, signal_on_critical: int = 0) -> None:
+        self.signal_on_critical = signal_on_critical
+        self.function: str | None = None
+        self.load_seconds: float | None = None
+        self._bpf = None
+        self._watches_fd = -1
+        self._ring_fd = -1
+        self._pending: list[Crossing] = []
+
+    def start(self, function: str) -> None:
+        bcc_prerequisites()
+        from bcc import BPF
+
+        started = time.monotonic()
+        dev, ino = pid_namespace()
+        try:
+            bpf = BPF(
+                text=PROGRAM.read_text(),
+                cflags=[
+                    f"-I{BPF_SOURCES}",
+                    f"-DSIGNAL_ON_CRITICAL={self.signal_on_critical}",
+                    f"-DPIDNS_DEV={dev}ULL",
+                    f"-DPIDNS_INO={ino}ULL",
+                    "-w",
+                ],
+            )
+        except Exception as exc:  # bcc raises plain Exceptions for compile and load errors
+            raise ProbeError(f"the probe did not compile or load: {first_line(exc)}") from None
+        try:
+            bpf.attach_kprobe(event=function, fn_name="on_charge")
+        except Exception as exc:
+            bpf.cleanup()
+            raise ProbeError(f"cannot attach a kprobe to {function}: {first_line(exc)}") from None
+        self.function = function
+        self.load_seconds = time.monotonic() - started
+        self._watches_fd = bpf["watches"].map_fd
+        ring = bpf["events"]
+        ring.open_ring_buffer(self._on_event)
+        self._ring_fd = ring.map_fd
+        self._bpf = bpf
+
+    # -- as a source in the loop -------------------------------------------------------------
+    def fileno(self) -> int:
+        return self._ring_fd
+
+    def consume(self) -> list[Crossing]:
+        self._pending = []
+        self._bpf.ring_buffer_consume()
+        return self._pending
+
+    def _on_event(self, _ctx, data, size) -> None:
+        self._pending.append(crossing_at(data, size))
+
+    def watch(self, cid: int, warning: int, critical: int, armed: int) -> None:
+        """Set a cgroup's thresholds (bytes) and armed bits in the probe's map."""
+        # The same layout as the CO-RE loader's (common.Watch), through bcc's own libbpf.
+        self._bpf["watches"][ctypes.c_uint64(cid)] = watch_value(warning, critical, armed)
+
+    def unwatch(self, cid: int) -> None:
+        with contextlib.suppress(KeyError):
+            del self._bpf["watches"][ctypes.c_uint64(cid)]
+
+    def close(self) -> None:
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None
