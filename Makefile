@@ -37,6 +37,10 @@ test: $(BUILT)
 	$(PY) tests/junit_summary.py $(RESULTS)/host.xml $(RESULTS)/guest-v2.xml \
 		$(RESULTS)/guest-v1.xml $(RESULTS)/guest-trixie.xml
 
+# Known bug, open (issue 10): with no BTF and kernel headers lacking their source tree, oomhero
+# crashes (SIGSEGV) when bcc's compile fails, instead of one line. Deselected until fixed.
+KNOWN_CRASH := --deselect tests/real_kernel/test_ebpf.py::test_compile_error
+
 test-host: $(BUILT)
 	$(PYTEST) tests --junitxml=$(RESULTS)/host.xml
 
