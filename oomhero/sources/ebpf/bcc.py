@@ -32,6 +32,8 @@ BPF_SOURCES = next(
     _HERE.parents[2] / "bpf",
 )
 PROGRAM = BPF_SOURCES / "memcg_threshold_bcc.c"
+# What every kernel build includes first: where it is missing, the headers are not whole.
+KCONFIG = "include/linux/kconfig.h"
 
 
 def bcc_prerequisites() -> None:
@@ -44,9 +46,15 @@ def bcc_prerequisites() -> None:
             "from /usr/bin/python3 with --system-site-packages"
         ) from None
     release = os.uname().release
-    if not Path(f"/lib/modules/{release}/build").exists():
+    modules = Path(f"/lib/modules/{release}")
+    if not (modules / "build").exists():
+        raise ProbeError(f"no kernel headers at {modules}/build (install linux-headers-{release})")
+    # Checked, not left to the compile: against headers that do not parse, bcc's frontend
+    # crashes the whole process (SIGSEGV) instead of raising.
+    if not any((modules / tree / KCONFIG).exists() for tree in ("build", "source")):
         raise ProbeError(
-            f"no kernel headers at /lib/modules/{release}/build (install linux-headers-{release})"
+            f"the kernel headers at {modules}/build lack their source tree (no {KCONFIG} "
+            f"under build/ or source/; install linux-headers-{release} with its -common package)"
         )
 
 
