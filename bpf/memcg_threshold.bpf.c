@@ -35,24 +35,35 @@ struct {
     __uint(max_entries, 16 * 4096);
 } events SEC(".maps");
 
-// try_charge_memcg(struct mem_cgroup *memcg, gfp_t gfp_mask, unsigned int nr_pages), and
-// try_charge() before 5.15 with the same arguments.
-static __always_inline int on_charge(struct mem_cgroup *memcg, unsigned int nr_pages)
+// One cgroup of the charged one's line: report a crossing of its armed thresholds, if any.
+static __always_inline void check(struct mem_cgroup *memcg, unsigned int nr_pages)
 {
     __u64 id = BPF_CORE_READ(memcg, css.cgroup, kn, id);
     struct watch *watch = bpf_map_lookup_elem(&watches, &id);
     if (!watch || !watch->armed)
-        return 0;
+        return;
     __u64 usage = BPF_CORE_READ(memcg, memory.usage.counter) + nr_pages;  // pages, not bytes
     __u32 level = watch_crossed(watch, usage);
     if (!level)
-        return 0;
+        return;
     struct event *event = bpf_ringbuf_reserve(&events, sizeof(*event), 0);
     if (!event)
-        return 0;
+        return;
     event_fill(event, id, usage, level, settings.pidns_dev, settings.pidns_ino,
                settings.signal_on_critical);
     bpf_ringbuf_submit(event, 0);
+}
+
+// try_charge_memcg(struct mem_cgroup *memcg, gfp_t gfp_mask, unsigned int nr_pages), and
+// try_charge() before 5.15 with the same arguments: the charged cgroup, then its ancestors.
+static __always_inline int on_charge(struct mem_cgroup *memcg, unsigned int nr_pages)
+{
+    for (int depth = 0; depth < MAX_DEPTH && memcg; depth++) {
+        check(memcg, nr_pages);
+        struct cgroup_subsys_state *parent = BPF_CORE_READ(memcg, css.parent);
+        // container_of: css is mem_cgroup's first member, wherever the kernel puts it.
+        memcg = parent ? (void *)parent - bpf_core_field_offset(struct mem_cgroup, css) : NULL;
+    }
     return 0;
 }
 

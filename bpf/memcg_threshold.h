@@ -13,6 +13,11 @@
 #define LEVEL_WARNING 1
 #define LEVEL_CRITICAL 2
 
+// A charge counts in every ancestor too (the hierarchy), so the probe checks the charged cgroup
+// and its ancestors up to this many levels: a watched cgroup with sub-groups (a pod, a slice)
+// is crossed by its descendants' charges. Deeper nesting is left to polling.
+#define MAX_DEPTH 8
+
 // The value of `watches`, keyed by cgroup id (kernfs node id: the directory's inode number).
 struct watch {
     __u64 warning_pages;

@@ -13,23 +13,34 @@
 BPF_HASH(watches, u64, struct watch, 4096);
 BPF_RINGBUF_OUTPUT(events, 16);
 
-// try_charge_memcg(struct mem_cgroup *memcg, gfp_t gfp_mask, unsigned int nr_pages), and
-// try_charge() before 5.15 with the same arguments.
-int on_charge(struct pt_regs *ctx, struct mem_cgroup *memcg, gfp_t gfp_mask,
-              unsigned int nr_pages)
+// One cgroup of the charged one's line: report a crossing of its armed thresholds, if any.
+static __always_inline void check(struct mem_cgroup *memcg, unsigned int nr_pages)
 {
     u64 id = memcg->css.cgroup->kn->id;
     struct watch *watch = watches.lookup(&id);
     if (!watch || !watch->armed)
-        return 0;
+        return;
     u64 usage = memcg->memory.usage.counter + nr_pages;  // pages, not bytes
     u32 level = watch_crossed(watch, usage);
     if (!level)
-        return 0;
+        return;
     struct event *event = events.ringbuf_reserve(sizeof(struct event));
     if (!event)
-        return 0;
+        return;
     event_fill(event, id, usage, level, PIDNS_DEV, PIDNS_INO, SIGNAL_ON_CRITICAL);
     events.ringbuf_submit(event, 0);
+}
+
+// try_charge_memcg(struct mem_cgroup *memcg, gfp_t gfp_mask, unsigned int nr_pages), and
+// try_charge() before 5.15 with the same arguments: the charged cgroup, then its ancestors.
+int on_charge(struct pt_regs *ctx, struct mem_cgroup *memcg, gfp_t gfp_mask,
+              unsigned int nr_pages)
+{
+    for (int depth = 0; depth < MAX_DEPTH && memcg; depth++) {
+        check(memcg, nr_pages);
+        struct cgroup_subsys_state *parent = NULL;
+        bpf_probe_read_kernel(&parent, sizeof(parent), &memcg->css.parent);
+        memcg = parent ? container_of(parent, struct mem_cgroup, css) : NULL;
+    }
     return 0;
 }

@@ -53,6 +53,7 @@ struct cgroup {
 
 struct cgroup_subsys_state {
     struct cgroup *cgroup;
+    struct cgroup_subsys_state *parent;  // NULL at the root
 };
 
 struct page_counter {

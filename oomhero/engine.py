@@ -71,7 +71,8 @@ class Engine:
         decision = evaluate(target.thresholds, target.state, sample.percent, now, pressure)
         self.sources.follow_target(target, sample.memory)
         own, level, rate = target.settings, target.state.level, target.growth.rate
-        delay = self.polling.delay(own, level, sample.value, sample.memory.limit, rate)
+        covered = self.sources.covers(target.key, level)
+        delay = self.polling.delay(own, level, sample.value, sample.memory.limit, rate, covered)
         target.next_sample_at = now + delay
         self.actions.decided(target, sample, decision, source, delay)
         return decision

@@ -82,14 +82,15 @@ class WakeSources:
         return missing
 
     def follow(
-        self, key: str, cgroup: CgroupDir, limit: int | None, level: int, own: WatchSettings
+        self, key: str, cgroup: CgroupDir, sample: MemorySample, level: int, own: WatchSettings
     ) -> str | None:
-        """Keep threshold-based sources in step with the target's limit and policy level:
-        v1 eventfd thresholds (re-registered when the limit changes) and the eBPF probe's
-        thresholds and armed state, at the target's ``own`` thresholds. Returns why v1
+        """Keep threshold-based sources in step with the target's limit, usage and policy
+        level: v1 eventfd thresholds (re-registered when the limit changes) and the eBPF
+        probe's thresholds and armed state, at the target's ``own`` thresholds. Returns why v1
         thresholds cannot be registered, if so."""
+        limit = sample.limit
         if self.probe is not None:
-            self.probe.follow(key, limit, own.warning, own.critical, level)
+            self.probe.follow(key, limit, own.warning, own.critical, level, sample.current)
         wanted = threshold_bytes(own.warning, own.critical, own.hysteresis, limit) if limit else []
         return self.follow_limit(key, cgroup, wanted)
 
@@ -97,9 +98,7 @@ class WakeSources:
         """``follow`` for a target just sampled; a v1 registration that fails is said once."""
         if not isinstance(target.reader, CgroupDir):
             return
-        why = self.follow(
-            target.key, target.reader, sample.limit, target.state.level, target.settings
-        )
+        why = self.follow(target.key, target.reader, sample, target.state.level, target.settings)
         if why:
             self.say_once(
                 f"eventfd:{why}",
@@ -125,6 +124,11 @@ class WakeSources:
         except Unavailable as exc:
             return str(exc)
         return None
+
+    def covers(self, key: str, level: int) -> bool:
+        """The eBPF probe will see this target's next crossing above ``level`` the moment it
+        happens, so polling need only be the safety net (a limit change, a probe gone)."""
+        return self.probe is not None and self.probe.armed(key, level)
 
     def active(self, key: str) -> list[str]:
         names = set(self.per_target.get(key, {}))

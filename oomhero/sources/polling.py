@@ -77,12 +77,24 @@ class Polling:
         """The gap for a target with nothing to cross: no limit, or unreadable."""
         return self.settings.interval or self.settings.poll_ceiling
 
-    def delay(self, own: WatchSettings, level: Level, value: int, limit: int, rate: float) -> float:
+    def delay(
+        self,
+        own: WatchSettings,
+        level: Level,
+        value: int,
+        limit: int,
+        rate: float,
+        covered: bool = False,
+    ) -> float:
         """Seconds until the next sample of a target at ``level`` with its ``own`` thresholds,
-        at ``value`` of ``limit`` bytes now, growing at ``rate`` bytes/s."""
+        at ``value`` of ``limit`` bytes now, growing at ``rate`` bytes/s. ``covered``: a kernel
+        source checks its next threshold at every charge (the eBPF probe, armed), so adaptive
+        polling relaxes to the ceiling, the safety net for what that source cannot see."""
         s = self.settings
         if s.interval is not None:
             return s.interval
+        if covered:
+            return s.poll_ceiling
         above = {Level.OK: own.warning, Level.WARNING: own.critical}.get(level)
         next_threshold = None if above is None else int(limit * above / 100)
         return next_delay(value, next_threshold, rate, s.poll_floor, s.poll_ceiling, s.poll_burst)

@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,10 @@ from oomhero.sources.ebpf.core import OBJECT
 from tests.real_kernel.kit import (
     MIB,
     REPO,
+    Cgroup,
     Watcher,
     Workload,
+    bloat_argv,
     make_cgroup,
     read_jsonl,
     remove_test_cgroups,
@@ -164,6 +167,89 @@ def test_bpf_signal_is_handled_before_the_next_allocation(loader, tmp_path, clea
     in_kernel = [r for r in records if r.get("msg") == "signal sent in the kernel"]
     assert [r["pid"] for r in in_kernel] == [race.pid]
     assert not [r for r in records if r.get("msg") == "signal sent" and r["signal"] == "SIGUSR2"]
+
+
+@dataclass
+class Child(Cgroup):
+    """A sub-group that runs the workload, steered by its watched parent's usage and limit."""
+
+    parent: Cgroup | None = None
+
+    @property
+    def usage_file(self) -> Path:
+        return self.parent.usage_file
+
+    @property
+    def limit_file(self) -> Path:
+        return self.parent.limit_file
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_probe_sees_the_charges_of_a_watched_cgroups_sub_groups(loader, tmp_path, cleanup):
+    # A pod or a slice: the limit is on the watched cgroup, the charges land in a child.
+    parent = make_cgroup("nested", 128 * MIB)
+    child = make_cgroup("nested/app/worker")
+    workload = Workload(Child(child.path, child.version, parent), tmp_path / "signals.jsonl")
+    watcher = Watcher([parent], tmp_path / "log", *PROBE_ONLY, prefix=LOADERS[loader])
+    try:
+        wait_ready(watcher, loader)
+        workload.to(55)
+        wait_for(workload.signals, 60, "SIGUSR1 from a grandchild's charges")
+        workload.to(85)
+        wait_for(lambda: len(workload.signals()) == 2, 60, "SIGUSR2")
+    finally:
+        workload.stop()
+        records = watcher.stop()
+    sent = [r for r in records if r.get("msg") == "signal sent"]
+    assert [(r["signal"], r["source"]) for r in sent] == [("SIGUSR1", "ebpf"), ("SIGUSR2", "ebpf")]
+    for record, threshold in zip(sent, (50, 80), strict=True):
+        assert threshold <= record["probe_percent"] < threshold + 0.5, record
+
+
+def test_polling_relaxes_to_the_ceiling_while_the_probe_is_armed(tmp_path, cleanup):
+    # Adaptive polling alone samples an idle 256 MiB target every ~0.1 s, for a 1 GiB/s burst
+    # it would not otherwise see in time; the armed probe sees it at the charge.
+    limit = 256 * MIB
+    cgroup = make_cgroup("covered", limit)
+    events = tmp_path / "bloat.jsonl"
+    watcher = Watcher(
+        [cgroup], tmp_path / "log", "--sources", "ebpf", "--cooldown", "0", "--log-level", "debug"
+    )
+    try:
+        wait_ready(watcher, "core")
+        wait_for(lambda: len(_samples_after_ready(watcher.records())) >= 3, 30, "idle samples")
+        app = cgroup.spawn(bloat_argv(events, "1G", "--shed-on-critical"))
+        try:
+            wait_for(lambda: "SIGUSR2" in _handled(events), 60, "SIGUSR2 in the burst")
+        finally:
+            app.kill()
+            app.wait()
+        oom_kills = cgroup.events()["oom_kill"]
+    finally:
+        records = watcher.stop()
+    before = _samples(records[: _index(records, "source ready")])
+    idle = [r for r in _samples_after_ready(records) if r["percent"] < 10]
+    assert idle and all(r["next_in"] == 1.0 for r in idle), idle
+    assert all(r["next_in"] < 0.2 for r in before), before  # adaptive, before the probe
+    assert _handled(events)[:2] == ["SIGUSR1", "SIGUSR2"] and oom_kills == 0
+    sent = [r for r in records if r.get("msg") == "signal sent"]
+    assert [(r["signal"], r["source"]) for r in sent] == [("SIGUSR1", "ebpf"), ("SIGUSR2", "ebpf")]
+
+
+def _index(records: list[dict], msg: str) -> int:
+    return next(i for i, r in enumerate(records) if r.get("msg") == msg)
+
+
+def _samples_after_ready(records: list[dict]) -> list[dict]:
+    return _samples(records[_index(records, "source ready") :])
+
+
+def _samples(records: list[dict]) -> list[dict]:
+    return [r for r in records if r.get("msg") == "sampled" and r["source"] != "ebpf"]
+
+
+def _handled(events: Path) -> list[str]:
+    return [e["signal"] for e in read_jsonl(events) if e.get("event") == "signal"]
 
 
 # -- the probe taken away in each way: one line, and the other sources carry on ---------------

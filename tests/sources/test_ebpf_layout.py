@@ -17,6 +17,7 @@ from oomhero.sources.ebpf.common import (
     Event,
     Watch,
     armed_for,
+    next_armed_bit,
 )
 
 HEADER = Path(__file__).resolve().parents[2] / "bpf" / "memcg_threshold.h"
@@ -56,6 +57,7 @@ int main(void)
     return 0;
 }
 """
+MIB = 1 << 20
 
 
 @pytest.fixture(scope="module")
@@ -96,4 +98,14 @@ def test_armed_bits_and_the_in_kernel_decision(header_facts):
     # Straight past both: critical, and warning is disarmed with it.
     assert ["jump", "2", "0"] in header_facts
     # What user space re-arms at each policy level matches the bits the kernel clears.
-    assert [armed_for(level) for level in (0, 1, 2)] == [3, 2, 0]
+    assert [armed_for(level, 0, MIB, 2 * MIB) for level in (0, 1, 2)] == [3, 2, 0]
+
+
+def test_a_threshold_usage_has_reached_stays_disarmed():
+    # With the working-set metric the policy may be at ok while usage (what the probe
+    # compares) is past warning: armed, that bit would fire at every charge.
+    warning, critical = 75 * MIB, 90 * MIB
+    assert armed_for(0, 10 * MIB, warning, critical) == ARMED_WARNING | ARMED_CRITICAL
+    assert armed_for(0, 80 * MIB, warning, critical) == ARMED_CRITICAL
+    assert armed_for(1, 95 * MIB, warning, critical) == 0
+    assert [next_armed_bit(level) for level in (0, 1, 2)] == [ARMED_WARNING, ARMED_CRITICAL, 0]

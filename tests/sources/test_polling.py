@@ -2,8 +2,10 @@
 
 import pytest
 
+from oomhero.config import WatchSettings
+from oomhero.policy import Level
 from oomhero.sources import threshold_bytes
-from oomhero.sources.polling import GrowthEstimate, next_delay
+from oomhero.sources.polling import GrowthEstimate, Polling, next_delay
 
 MIB = 1 << 20
 
@@ -55,3 +57,16 @@ def test_an_idle_small_target_is_sampled_often_enough_for_a_burst():
     assert next_delay(0, 6 * 1024 * MIB, 0.0, 0.01, 1.0, burst=1024 * MIB) == 1.0
     # A measured rate above the burst wins.
     assert next_delay(0, 192 * MIB, 4096 * MIB, 0.01, 1.0, burst=1024 * MIB) < 0.03
+
+
+def test_a_target_the_probe_covers_is_polled_at_the_ceiling_only():
+    settings = WatchSettings()
+    own, limit = settings, 256 * MIB
+    polling = Polling(settings)
+    # Idle and small: adaptive polling looks often, for a burst it would not otherwise see.
+    assert polling.delay(own, Level.OK, 0, limit, 0.0) < 0.2
+    # The armed probe sees that burst at the charge: polling is only the safety net.
+    assert polling.delay(own, Level.OK, 0, limit, 0.0, covered=True) == settings.poll_ceiling
+    # OOMHero's fixed interval stays what was asked for.
+    fixed = WatchSettings(interval=0.5)
+    assert Polling(fixed).delay(fixed, Level.OK, 0, limit, 0.0, covered=True) == 0.5

@@ -32,6 +32,7 @@ from oomhero.sources.ebpf.common import (
     charge_function,
     first_line,
     may_load_kprobes,
+    next_armed_bit,
 )
 from oomhero.sources.ebpf.core import OBJECT, CoreProbe
 
@@ -181,18 +182,24 @@ class ProbeWatches:
         self.targets[key], self.keys[cid] = cid, key
 
     def follow(
-        self, key: str, limit: int | None, warning: float, critical: float, level: int
+        self,
+        key: str,
+        limit: int | None,
+        warning: float,
+        critical: float,
+        level: int,
+        usage: int,
     ) -> None:
+        """The target's thresholds (percent of ``limit``) and its policy ``level``, at
+        ``usage`` bytes now, for the probe's map."""
         if key not in self.targets:
             return
         if limit is None:
             self.wanted[key] = (0, 0, 0)  # nothing to cross
         else:
-            self.wanted[key] = (
-                int(limit * warning / 100),
-                int(limit * critical / 100),
-                armed_for(level),
-            )
+            at_warning, at_critical = int(limit * warning / 100), int(limit * critical / 100)
+            armed = armed_for(level, usage, at_warning, at_critical)
+            self.wanted[key] = (at_warning, at_critical, armed)
         if self.ready:
             self._write(key)
 
@@ -210,6 +217,12 @@ class ProbeWatches:
 
     def watching(self, key: str) -> bool:
         return self.ready and key in self.targets
+
+    def armed(self, key: str, level: int) -> bool:
+        """The probe checks this target's next threshold above ``level`` at every charge: it
+        is in the probe's map with its armed bit set."""
+        bit = next_armed_bit(level)
+        return self.ready and bit != 0 and bool(self.written.get(key, (0, 0, 0))[2] & bit)
 
     def fileno(self) -> int:
         return self.probe.fileno()

@@ -76,16 +76,23 @@ def crossing_at(address: int, size: int) -> Crossing:
     )
 
 
-def armed_for(level: int) -> int:
+def armed_for(level: int, usage: int, warning: int, critical: int) -> int:
     """Thresholds the probe watches for a target at policy ``level`` (0 ok, 1 warning,
     2 critical). The policy leaves a level only past its re-arm point, so this re-arms each
-    threshold exactly when the hysteresis lets it go."""
+    threshold exactly when the hysteresis lets it go. A threshold that ``usage`` (bytes) has
+    already reached stays disarmed: the probe compares usage, and where the policy's metric (the
+    working set) is still below, it would fire at every charge, re-armed after each."""
     bits = 0
-    if level == 0:
+    if level == 0 and usage < warning:
         bits |= ARMED_WARNING
-    if level <= 1:
+    if level <= 1 and usage < critical:
         bits |= ARMED_CRITICAL
     return bits
+
+
+def next_armed_bit(level: int) -> int:
+    """The armed bit of the next threshold above policy ``level`` (0 at critical: none)."""
+    return {0: ARMED_WARNING, 1: ARMED_CRITICAL}.get(level, 0)
 
 
 def charge_function(kallsyms: str = "/proc/kallsyms") -> str:
