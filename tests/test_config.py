@@ -152,8 +152,22 @@ def test_build_watch_settings_without_settings_gives_the_defaults():
     assert (settings.metric, settings.signal_target) == ("usage", "all")
     # Adaptive polling between 10 ms and 1 s, with every kernel source, unless told otherwise.
     assert (settings.interval, settings.poll_floor, settings.poll_ceiling) == (None, 0.01, 1.0)
-    assert settings.sources == ("inotify", "psi", "eventfd")
+    # The eBPF probe too, but by default never through bcc's compile.
+    assert settings.sources == ("inotify", "psi", "eventfd", "ebpf") and not settings.bcc
     assert settings.psi.text() == "some 150000 1000000"
+
+
+@pytest.mark.parametrize(
+    ("given", "bcc"),
+    [
+        ({"sources": Setting("--sources", "all")}, True),
+        ({"sources": Setting("--sources", "psi,ebpf")}, True),
+        ({"sources": Setting("--sources", "inotify,psi")}, False),
+        ({"bpf_signal": Setting("--bpf-signal", "1")}, True),
+    ],
+)
+def test_the_bcc_fallback_is_allowed_only_where_ebpf_is_asked_for(given, bcc):
+    assert build_watch_settings(given).bcc is bcc
 
 
 def test_build_watch_settings_parses_every_key():

@@ -49,6 +49,7 @@ class WatchSettings:
     poll_burst: int = 1024**3  # bytes/s a target may start growing at unannounced; 0: none
     sources: tuple[str, ...] = DEFAULT_SOURCES
     bpf_signal: bool = False  # the probe sends the critical signal itself, in the kernel
+    bcc: bool = False  # the probe may fall back to bcc: ebpf asked for, not just the default
     psi: PsiTriggerSpec | None = DEFAULT_PSI
     warning_psi: PsiCondition | None = None
     critical_psi: PsiCondition | None = None
@@ -138,6 +139,8 @@ def build_watch_settings(
                 f"{label('bpf_signal')} needs the ebpf source: add it to {label('sources')}"
             )
         result = replace(result, sources=(*result.sources, "ebpf"))
+    if "ebpf" in result.sources and ("sources" in settings or result.bpf_signal):
+        result = replace(result, bcc=True)
     if "psi" in settings and result.psi is not None and "psi" not in result.sources:
         raise ConfigError(f"{label('psi')} has no effect with {label('sources')}: add psi to it")
     if result.poll_floor > result.poll_ceiling:

@@ -64,8 +64,9 @@ WATCH_FLAGS = (
        "follow only the measured rate, one sample per ceiling while idle)", WAKE_UPS),
     _f("sources", "LIST", "kernel event sources: a list of inotify (v2 memory.events), psi "
        "(memory.pressure trigger), eventfd (v1 thresholds), ebpf (a probe on the charge path: "
-       "needs root, and kernel BTF or else bcc and kernel headers), or all, or none (default "
-       "inotify,psi,eventfd)",
+       "needs CAP_BPF+CAP_PERFMON or CAP_SYS_ADMIN, and kernel BTF, or else bcc and kernel "
+       "headers), or all, or none (default all: each that cannot work here says why once, and "
+       "ebpf falls back to bcc only when named)",
        WAKE_UPS),
     _f("bpf_signal", None, "the eBPF probe sends the critical signal itself, to the process "
        "whose allocation crosses the threshold, before that allocation returns (implies the "

@@ -179,9 +179,10 @@ def parse_choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
 
 
 SOURCE_NAMES = ("inotify", "psi", "eventfd", "ebpf")
-# The eBPF probe costs a compile at start (seconds; tens of seconds under emulation) and
-# privileges: it runs when asked for (`all`, a list naming it, or --bpf-signal).
-DEFAULT_SOURCES = ("inotify", "psi", "eventfd")
+# Every source by default: each one that cannot work here says why once. The eBPF probe loads
+# where the privileges are there and the prebuilt CO-RE object loads (a fraction of a second);
+# its bcc fallback (a compile at start, LLVM in the process) only when ebpf is asked for.
+DEFAULT_SOURCES = SOURCE_NAMES
 _PSI_TRIGGER_RE = re.compile(rf"(some|full):({_NUMBER})(us|ms|s)/({_NUMBER})(us|ms|s)")
 _PSI_CONDITION_RE = re.compile(rf"(some|full)_(avg10|avg60|avg300) *> *({_NUMBER})")
 _MICROSECONDS = {"us": 1, "ms": 1000, "s": 1_000_000}

@@ -51,7 +51,7 @@ class WakeSources:
         self.probe: ProbeWatches | None = None
         if "ebpf" in self.names:
             signal = int(settings.critical_signal) if settings.bpf_signal else 0
-            self.probe = ProbeWatches(signal, register, unregister, say)
+            self.probe = ProbeWatches(signal, register, unregister, say, settings.bcc)
 
     def attach(self, key: str, cgroup: CgroupDir) -> dict[str, str]:
         """Open inotify and PSI for a target (eventfd waits for its limit: see ``follow_limit``).

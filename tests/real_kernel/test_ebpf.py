@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from oomhero.sources.ebpf import ProbeError, charge_function
+from oomhero.sources.ebpf import BCC_NOT_ASKED, ProbeError, charge_function
 from oomhero.sources.ebpf.core import OBJECT
 from tests.real_kernel.kit import (
     MIB,
@@ -255,9 +255,12 @@ def _handled(events: Path) -> list[str]:
 # -- the probe taken away in each way: one line, and the other sources carry on ---------------
 
 
-def signals_without_probe(tmp_path: Path, prefix: list[str], uid: int | None = None) -> str:
-    """Run oomhero with --sources all through ``prefix`` (which takes something away), check
-    the workload is still signalled, and return the one reason given for the probe."""
+def signals_without_probe(
+    tmp_path: Path, prefix: list[str], uid: int | None = None, asked: bool = True
+) -> str:
+    """Run oomhero with --sources all (``asked``; else the default sources) through ``prefix``
+    (which takes something away), check the workload is still signalled, and return the one
+    reason given for the probe."""
     shared = Path(tempfile.mkdtemp(prefix="oomhero-noprobe-"))  # reachable for any UID
     shared.chmod(0o777)
     cgroup = make_cgroup("noprobe", 128 * MIB)
@@ -270,8 +273,7 @@ def signals_without_probe(tmp_path: Path, prefix: list[str], uid: int | None = N
         "oomhero",
         "watch",
         str(cgroup.path),
-        "--sources",
-        "all",
+        *(("--sources", "all") if asked else ()),
         "--warning",
         "50",
         "--log-format",
@@ -329,6 +331,27 @@ def test_headers_without_source_tree(tmp_path, cleanup):
     source = os.path.realpath(f"/lib/modules/{os.uname().release}/source")
     why = signals_without_probe(tmp_path, [*NO_BTF, *hiding(source)])
     assert "no kernel BTF" in why and "lack their source tree" in why, why
+
+
+def test_by_default_without_btf_there_is_no_compile(tmp_path, cleanup):
+    # The default sources take the probe only where the prebuilt object loads: one line, at once.
+    why = signals_without_probe(tmp_path, NO_BTF, asked=False)
+    assert why == f"no kernel BTF at /sys/kernel/btf/vmlinux; {BCC_NOT_ASKED}", why
+
+
+def test_by_default_the_probe_loads_where_it_can(tmp_path, cleanup):
+    cgroup = make_cgroup("default", 128 * MIB)
+    workload = Workload(cgroup, tmp_path / "signals.jsonl")
+    watcher = Watcher([cgroup], tmp_path / "log", "--warning", "50", "--interval", "10m")
+    try:
+        wait_ready(watcher, "core")
+        workload.to(55)
+        wait_for(workload.signals, 60, "SIGUSR1")
+    finally:
+        workload.stop()
+        records = watcher.stop()
+    sent = [r for r in records if r.get("msg") == "signal sent"]
+    assert [(r["signal"], r["source"]) for r in sent] == [("SIGUSR1", "ebpf")], sent
 
 
 def test_without_privilege(tmp_path, cleanup):

@@ -39,6 +39,7 @@ from oomhero.sources.ebpf.core import OBJECT, CoreProbe
 __all__ = [
     "ARMED_CRITICAL",
     "ARMED_WARNING",
+    "BCC_NOT_ASKED",
     "CHARGE_FUNCTIONS",
     "PAGE",
     "ChargeProbe",
@@ -64,10 +65,19 @@ def prerequisites(btf: str = KERNEL_BTF) -> str:
     return function
 
 
-def load_probe(signal_on_critical: int, btf: str = KERNEL_BTF) -> tuple[object, str | None]:
+# Why the default does not compile: bcc costs tens of seconds and ~160 MiB at every start.
+BCC_NOT_ASKED = (
+    "the bcc fallback (a compile at start, LLVM in this process) runs only when asked for: "
+    "name ebpf in --sources"
+)
+
+
+def load_probe(
+    signal_on_critical: int, btf: str = KERNEL_BTF, bcc: bool = True
+) -> tuple[object, str | None]:
     """The probe, loaded and attached: CO-RE where the kernel has BTF, else (or when the object
-    is refused) bcc. Returns it and why it is not CO-RE (None when it is); ProbeError when
-    neither loads, naming both reasons."""
+    is refused) bcc, if ``bcc``. Returns it and why it is not CO-RE (None when it is);
+    ProbeError when neither loads, naming both reasons."""
     function = common.prerequisites()  # both loaders need these: no point trying either
     if os.path.exists(btf):
         core = CoreProbe(signal_on_critical)
@@ -78,6 +88,8 @@ def load_probe(signal_on_critical: int, btf: str = KERNEL_BTF) -> tuple[object, 
             why = f"the CO-RE object was refused: {exc}"
     else:
         why = f"no kernel BTF at {btf}"
+    if not bcc:
+        raise ProbeError(f"{why}; {BCC_NOT_ASKED}")
     probe = ChargeProbe(signal_on_critical)
     try:
         probe.start(function)
@@ -126,8 +138,15 @@ class ProbeWatches:
     mask = select.EPOLLIN
 
     def __init__(
-        self, signal_on_critical: int, register, unregister, say, btf: str = KERNEL_BTF
+        self,
+        signal_on_critical: int,
+        register,
+        unregister,
+        say,
+        bcc: bool = True,
+        btf: str = KERNEL_BTF,
     ) -> None:
+        """``bcc``: fall back to compiling with bcc where the CO-RE object cannot load."""
         self.register, self.unregister, self.say = register, unregister, say
         self.probe: CoreProbe | ChargeProbe | None = None
         self.error: str | None = None
@@ -141,13 +160,16 @@ class ProbeWatches:
         self._ready_signal: _ReadySignal | None = _ReadySignal(self)
         self.register(self._ready_signal)
         threading.Thread(
-            target=self._load, args=(signal_on_critical, btf), name="oomhero-bpf", daemon=True
+            target=self._load,
+            args=(signal_on_critical, btf, bcc),
+            name="oomhero-bpf",
+            daemon=True,
         ).start()
 
-    def _load(self, signal_on_critical: int, btf: str) -> None:
+    def _load(self, signal_on_critical: int, btf: str, bcc: bool) -> None:
         # Off the loop's thread: bcc compiles for seconds.
         try:
-            self.probe, self.why_not_core = load_probe(signal_on_critical, btf)
+            self.probe, self.why_not_core = load_probe(signal_on_critical, btf, bcc)
         except ProbeError as exc:
             self.error = str(exc)
         except Exception as exc:  # unforeseen, but one line all the same
