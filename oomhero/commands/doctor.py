@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -156,6 +157,10 @@ def _ebpf_checks() -> list[Check]:
         checks.append(Check("libbpf", True, f"{libbpf.SONAME} loaded"))
     except ebpf.ProbeError as exc:
         checks.append(Check("libbpf", False, str(exc)))
+    with contextlib.suppress(ebpf.ProbeError):  # no charge function: "kprobe target" says so
+        function = ebpf.charge_function()
+        why = ebpf.core_refusal(function)  # the file being there is not enough: load it
+        checks.append(Check("CO-RE probe", why is None, why or f"loads and attaches ({function})"))
     try:
         import bcc  # noqa: F401
 
@@ -240,7 +245,7 @@ def target_checks(found: dict[str, Found], settings: WatchSettings) -> list[Chec
 
 def source_check(name: str, cgroup: CgroupDir, settings: WatchSettings) -> Check:
     """Which kernel wake-up sources this target would get, and why the others not."""
-    active, missing = probe(cgroup, settings.sources, settings.psi)
+    active, missing = probe(cgroup, settings.sources, settings.psi, settings.bcc)
     detail = ", ".join(active) or "none: polling only"
     detail += "".join(f"; {source}: {why}" for source, why in missing.items())
     return Check(f"sources {name}", bool(active), detail)

@@ -67,7 +67,9 @@ def row_for(cgroup: CgroupDir, processes: int | None) -> Row:
             row.percent = round(sample.current * 100 / sample.limit, 1)
         row.events = cgroup.events()
         defaults = WatchSettings()
-        row.sources, row.sources_missing = probe(cgroup, defaults.sources, defaults.psi)
+        row.sources, row.sources_missing = probe(
+            cgroup, defaults.sources, defaults.psi, defaults.bcc
+        )
     except (CgroupError, ValueError) as exc:
         row.error = str(exc)
     pressure = cgroup.pressure()

@@ -180,16 +180,20 @@ class WakeSources:
 
 
 def probe(
-    cgroup: CgroupDir, names: tuple[str, ...], psi: PsiTriggerSpec | None
+    cgroup: CgroupDir, names: tuple[str, ...], psi: PsiTriggerSpec | None, bcc: bool = False
 ) -> tuple[list[str], dict[str, str]]:
-    """Which sources would work for this cgroup: (active, {source: why not}). Leaves nothing
-    behind: no PSI trigger is written and no v1 threshold registered, only access is checked."""
+    """Which sources would work for this cgroup: (active, {source: why not}); ``bcc``: the
+    probe may fall back to bcc. Leaves nothing behind: no PSI trigger is written and no v1
+    threshold registered, only access is checked (the eBPF probe is loaded once and closed)."""
     active, missing = [], {}
     for name in names:
         try:
-            _PROBES[name](cgroup, psi)
+            if name == "ebpf":
+                ebpf.prerequisites(bcc=bcc)
+            else:
+                _PROBES[name](cgroup, psi)
             active.append(name)
-        except Unavailable as exc:
+        except (Unavailable, ebpf.ProbeError) as exc:
             missing[name] = str(exc)
     return active, missing
 
@@ -220,16 +224,8 @@ def _probe_eventfd(cgroup: CgroupDir, _psi: PsiTriggerSpec | None) -> None:
         raise Unavailable(f"cannot write {cgroup.path}/cgroup.event_control")
 
 
-def _probe_ebpf(_cgroup: CgroupDir, _psi: PsiTriggerSpec | None) -> None:
-    try:
-        ebpf.prerequisites()
-    except ebpf.ProbeError as exc:
-        raise Unavailable(str(exc)) from None
-
-
 _PROBES = {
     "inotify": _probe_inotify,
     "psi": _probe_psi,
     "eventfd": _probe_eventfd,
-    "ebpf": _probe_ebpf,
 }

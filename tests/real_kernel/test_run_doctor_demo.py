@@ -52,6 +52,7 @@ def test_doctor_tells_the_truth_on_v2():
     assert lines["bcc"][0] == "ok"
     # ...and the CO-RE loader's needs: the kernel's BTF, the object make built, libbpf1.
     assert lines["kernel BTF"][0] == lines["CO-RE object"][0] == lines["libbpf"][0] == "ok"
+    assert lines["CO-RE probe"] == ("ok", "loads and attaches (try_charge_memcg)"), lines
     assert lines["kprobes"][0] == "ok"
     assert lines["bpf privileges"][0] == "ok"
     release = os.uname().release

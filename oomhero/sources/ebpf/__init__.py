@@ -14,6 +14,7 @@ then for bcc no bcc, no headers, a compile error — becomes one ``Unavailable``
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import select
 import threading
@@ -41,6 +42,7 @@ __all__ = [
     "ARMED_WARNING",
     "BCC_NOT_ASKED",
     "CHARGE_FUNCTIONS",
+    "OBJECT",
     "PAGE",
     "ChargeProbe",
     "Crossing",
@@ -48,21 +50,13 @@ __all__ = [
     "ProbeWatches",
     "armed_for",
     "charge_function",
+    "core_refusal",
     "may_load_kprobes",
     "prerequisites",
 ]
 
 # The kernel's own BTF: where it is, the CO-RE object can be relocated (and fentry attached).
 KERNEL_BTF = "/sys/kernel/btf/vmlinux"
-
-
-def prerequisites(btf: str = KERNEL_BTF) -> str:
-    """Check what the probe needs short of loading it; returns the function to probe. With
-    kernel BTF and the object built, the CO-RE loader needs nothing more; else bcc must do."""
-    function = common.prerequisites()
-    if not (os.path.exists(btf) and OBJECT.exists()):
-        bcc_prerequisites()
-    return function
 
 
 # Why the default does not compile: bcc costs tens of seconds and ~160 MiB at every start.
@@ -72,6 +66,46 @@ BCC_NOT_ASKED = (
 )
 
 
+def prerequisites(btf: str = KERNEL_BTF, bcc: bool = True) -> str:
+    """Check the probe would load, for doctor and status; returns the function to probe. The
+    CO-RE object is loaded and closed again to know (BTF and the file tell too little: a
+    locked-down kernel refuses the load); where it is refused, bcc's needs (if ``bcc``)."""
+    function = common.prerequisites()
+    why = core_refusal(function, btf)
+    if why is None:
+        return function
+    if not bcc:
+        raise ProbeError(f"{why}; {BCC_NOT_ASKED}")
+    try:
+        bcc_prerequisites()
+    except ProbeError as exc:
+        raise ProbeError(f"{why}; bcc: {exc}") from None
+    return function
+
+
+@functools.cache
+def core_refusal(function: str, btf: str = KERNEL_BTF) -> str | None:
+    """Why the CO-RE probe does not load here, None when it does (a trial load, once)."""
+    probe, why = _load_core(0, function, btf)
+    if probe is not None:
+        probe.close()
+    return why
+
+
+def _load_core(
+    signal_on_critical: int, function: str, btf: str
+) -> tuple[CoreProbe | None, str | None]:
+    """The CO-RE probe loaded and attached, or None and why not."""
+    if not os.path.exists(btf):
+        return None, f"no kernel BTF at {btf}"
+    core = CoreProbe(signal_on_critical)
+    try:
+        core.start(function)
+    except ProbeError as exc:
+        return None, f"the CO-RE object was refused: {exc}"
+    return core, None
+
+
 def load_probe(
     signal_on_critical: int, btf: str = KERNEL_BTF, bcc: bool = True
 ) -> tuple[object, str | None]:
@@ -79,15 +113,9 @@ def load_probe(
     is refused) bcc, if ``bcc``. Returns it and why it is not CO-RE (None when it is);
     ProbeError when neither loads, naming both reasons."""
     function = common.prerequisites()  # both loaders need these: no point trying either
-    if os.path.exists(btf):
-        core = CoreProbe(signal_on_critical)
-        try:
-            core.start(function)
-            return core, None
-        except ProbeError as exc:
-            why = f"the CO-RE object was refused: {exc}"
-    else:
-        why = f"no kernel BTF at {btf}"
+    core, why = _load_core(signal_on_critical, function, btf)
+    if core is not None:
+        return core, None
     if not bcc:
         raise ProbeError(f"{why}; {BCC_NOT_ASKED}")
     probe = ChargeProbe(signal_on_critical)
