@@ -1,22 +1,27 @@
 # syntax=docker/dockerfile:1
 # oomhero's image. Two targets:
 #   docker build -t oomhero:0.1.0 .                     sidecar (default): distroless, no shell
-#   docker build --target ebpf -t oomhero:0.1.0-ebpf .  adds Debian's bcc for --sources ebpf
+#   docker build --target ebpf -t oomhero:0.1.0-ebpf .  adds libbpf1, for the eBPF probe
 # Both run as UID 65532 and start `oomhero` (sidecar mode); no HEALTHCHECK: Kubernetes probes
-# the metrics port's /healthz instead (deploy/).
+# the metrics port's /healthz instead (deploy/). Both carry the prebuilt CO-RE probe
+# (oomhero/sources/ebpf/memcg_threshold.bpf.o, compiled by the wheel build); only the eBPF one
+# has the libbpf to load it.
 #
 # Every stage is Debian 12 (bookworm): the venv in /opt/oomhero is made from Debian's
 # /usr/bin/python3 (3.11) in the build stage and links back to it, so the final stage must carry
 # the same Debian python3. deploy/build-venv.sh is the whole install; CI runs it too.
 
 FROM debian:bookworm-slim AS build-base
-# python3-venv brings ensurepip; no compiler: every dependency ships a manylinux wheel.
+# python3-venv brings ensurepip. clang and libbpf-dev (bpf/*.h) compile the CO-RE probe in the
+# wheel's build hook (setup.py, bpf/build.py); no other compiler: every dependency ships a
+# manylinux wheel. Build stage only: no final image carries them.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && apt-get install -y --no-install-recommends python3 python3-venv clang libbpf-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py MANIFEST.in README.md ./
+COPY bpf ./bpf
 COPY oomhero ./oomhero
 COPY deploy/build-venv.sh ./deploy/
 
@@ -25,24 +30,18 @@ FROM build-base AS build
 # deploy/build-image does); unset, pip uses the image's own. Build stages only: no final image
 # keeps it.
 ARG PIP_CERT
-RUN --mount=type=cache,target=/root/.cache/pip deploy/build-venv.sh /opt/oomhero
+RUN --mount=type=cache,target=/root/.cache/pip deploy/build-venv.sh --require-probe /opt/oomhero
 
-# bcc's Python bindings are Debian's python3-bpfcc, outside the venv: the venv must see the
-# system site-packages.
-FROM build-base AS build-ebpf
-ARG PIP_CERT
-RUN --mount=type=cache,target=/root/.cache/pip \
-    deploy/build-venv.sh --system-site-packages /opt/oomhero
-
-# eBPF target: Debian slim (bcc needs Debian's python3 and pulls in LLVM; it is large). The probe
-# compiles at start against the node's kernel headers (mount /lib/modules and /usr/src) and
-# needs root with CAP_BPF+CAP_PERFMON or CAP_SYS_ADMIN, set in the pod, not here.
+# eBPF target: Debian slim with libbpf1, which loads the CO-RE probe (no compiler, no bcc, no
+# LLVM: the object was compiled in the build stage). It needs the node's kernel BTF
+# (/sys/kernel/btf/vmlinux, visible in a container) and root with CAP_BPF+CAP_PERFMON, set in the
+# pod, not here (deploy/pod-ebpf.yaml).
 FROM debian:bookworm-slim AS ebpf
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-bpfcc \
+    && apt-get install -y --no-install-recommends python3 libbpf1 \
     && rm -rf /var/lib/apt/lists/*
-COPY --from=build-ebpf /opt/oomhero /opt/oomhero
+COPY --from=build /opt/oomhero /opt/oomhero
 ENV PATH=/opt/oomhero/bin:$PATH PYTHONUNBUFFERED=1
 USER 65532:65532
 ENTRYPOINT ["/opt/oomhero/bin/oomhero"]

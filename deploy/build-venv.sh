@@ -3,19 +3,26 @@
 # venv made from Debian's /usr/bin/python3. The Dockerfile runs this script, and so does
 # tests/deploy/test_deploy.py: a broken install step fails CI, not only an image build.
 #
-#   deploy/build-venv.sh [--system-site-packages] DEST
+#   deploy/build-venv.sh [--system-site-packages] [--require-probe] DEST
 #
-# --system-site-packages: the eBPF image's venv, which must see Debian's python3-bpfcc.
+# --system-site-packages: a venv that sees Debian's python3-bpfcc (bcc, the probe's fallback).
+# --require-probe: fail unless the wheel carries the prebuilt CO-RE probe (the wheel's build hook
+#   compiles it only when clang is there, and says so otherwise): the image build must not ship
+#   without it unnoticed.
 # Writes build/ and *.egg-info into the source tree (setuptools builds in place): run it on a copy.
 set -eu
 
-venv_flags=
-if [ "${1:-}" = --system-site-packages ]; then
-    venv_flags=$1
+venv_flags= require_probe=
+while [ $# -gt 1 ]; do
+    case "$1" in
+        --system-site-packages) venv_flags=$1 ;;
+        --require-probe) require_probe=1 ;;
+        *) break ;;
+    esac
     shift
-fi
-if [ $# -ne 1 ]; then
-    echo "usage: $0 [--system-site-packages] DEST" >&2
+done
+if [ $# -ne 1 ] || [ "${1#-}" != "$1" ]; then
+    echo "usage: $0 [--system-site-packages] [--require-probe] DEST" >&2
     exit 2
 fi
 dest=$1
@@ -31,6 +38,14 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 "$dest/bin/python" -m pip install -q "$wheels"/oomhero-*.whl
 # No package installer in the image: nothing at run time needs it.
 "$dest/bin/python" -m pip uninstall -q -y pip setuptools
+
+if [ -n "$require_probe" ]; then
+    probe=$(echo "$dest"/lib/python3*/site-packages/oomhero/sources/ebpf/memcg_threshold.bpf.o)
+    if [ ! -s "$probe" ]; then
+        echo "$0: the wheel has no CO-RE probe ($probe): are clang and libbpf-dev installed?" >&2
+        exit 1
+    fi
+fi
 
 # The smoke test: the entry point starts and its imports resolve.
 "$dest/bin/oomhero" --version

@@ -9,6 +9,7 @@ shared store nothing. The guest's own storage (containers, the pause image) live
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import json
 import os
@@ -29,10 +30,41 @@ def require_guest() -> None:
         raise RuntimeError("refusing to run podman outside the oomhero qemu guest (cgroup v2)")
 
 
+# The guest's init chroots into its overlay (/root of the initramfs) instead of moving it onto
+# / as a real boot's switch_root does. A container started from there works, but `podman exec`
+# (crun's setns into the container's mount namespace) lands at that namespace's root, the
+# initramfs, where no image file exists: "crun: executable file ... not found in $PATH" for any
+# path. So this process takes a mount namespace of its own and does what switch_root does, once,
+# before podman runs: every container and exec then sees a root file system as on a real node.
+INITRAMFS_ROOT = "/proc/1/root"  # PID 1 is the guest's init, outside the chroot
+OVERLAY = "/root"  # where guest/init mounted the overlay it chroots into
+CLONE_NEWNS, MS_REC, MS_PRIVATE, MS_MOVE = 0x20000, 0x4000, 0x40000, 0x2000
+
+
+def switch_root() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def check(ret: int, what: str) -> None:
+        if ret != 0:
+            raise OSError(ctypes.get_errno(), f"{what}: {os.strerror(ctypes.get_errno())}")
+
+    cwd = os.getcwd()
+    # Into the initramfs first: unshare then moves root and cwd to the new namespace's copies
+    # (/proc/1/root would name a mount of the old one).
+    os.chroot(INITRAMFS_ROOT)
+    os.chdir(OVERLAY)
+    check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
+    check(libc.mount(b".", b"/", None, MS_MOVE, None), f"mount --move {OVERLAY} /")
+    os.chroot(".")
+    os.chdir(cwd)
+
+
 @functools.cache
 def configure() -> dict[str, str]:
     """podman's configuration files for the guest; returns the environment naming them."""
     require_guest()
+    switch_root()
     if not (STORE / "overlay-images" / "images.json").exists():
         raise RuntimeError(f"no images in {STORE}: run deploy/build-image on the host first")
     CONF.mkdir(exist_ok=True)
