@@ -10,10 +10,14 @@ from oomhero.kernel.locate import membership_of, open_for_pid
 from oomhero.kernel.procfs import ProcInfo, list_pids, read_proc
 from oomhero.targets import Found, Reader
 
+# The pod's init, PID 1 of a shared PID namespace: Kubernetes' pause, podman's catatonit (its
+# pause). Neither allocates nor handles SIGUSR1/2; watching its cgroup (no limit) is noise.
+POD_INIT = ("pause", "catatonit")
+
 
 class PodScanner:
     """Sidecar mode: every process of this PID namespace, grouped by memory cgroup, except
-    oomhero itself, the processes of its own cgroup (its container), and the pod's pause."""
+    oomhero itself, the processes of its own cgroup (its container), and the pod's init (pause)."""
 
     def __init__(self, proc: str = "/proc") -> None:
         self.proc = proc
@@ -32,7 +36,7 @@ class PodScanner:
                 continue
             if own is not None and membership.key == own.key:
                 continue
-            if pid == 1 and info.comm == "pause":
+            if pid == 1 and info.comm in POD_INIT:
                 continue
             groups.setdefault(membership.key, []).append(info)
             paths[membership.key] = membership.path

@@ -57,6 +57,15 @@ def test_pod_scanner_keeps_a_pid_1_that_is_not_pause(tmp_path):
     assert [m.pid for m in found["v2:/pod/app"].members] == [1]
 
 
+def test_pod_scanner_skips_podmans_catatonit_as_pause(tmp_path):
+    # podman's infra container (its pause) runs catatonit as the shared namespace's PID 1.
+    proc = tmp_path / "proc"
+    fake_process(proc, os.getpid(), "oomhero", "0::/pod/oomhero\n")
+    fake_process(proc, 1, "catatonit", "0::/pod/infra\n", ppid=0)
+    fake_process(proc, 7, "oomhero", "0::/pod/app\n")
+    assert sorted(PodScanner(proc=str(proc)).scan()) == ["v2:/pod/app"]
+
+
 def test_pod_scanner_opens_a_target_through_its_root_view(pod_proc):
     base = pod_proc / "7" / "root" / "sys" / "fs" / "cgroup"
     base.mkdir(parents=True)
