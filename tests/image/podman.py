@@ -123,8 +123,16 @@ def remove_pods() -> None:
     podman("pod", "rm", "--all", "--force", "--time", "0", check=False)
 
 
-def logs(container: str) -> list[str]:
-    result = podman("logs", container)
+def save_logs(directory: Path) -> None:
+    """Every container's podman logs, one file each, and the pods' state beside them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in podman("ps", "-a", "--format", "{{.Names}}", check=False).stdout.split():
+        (directory / f"{name}.log").write_text("\n".join(logs(name, check=False)) + "\n")
+    (directory / "state.txt").write_text(state() + "\n")
+
+
+def logs(container: str, check: bool = True) -> list[str]:
+    result = podman("logs", container, check=check)
     return (result.stdout + result.stderr).splitlines()
 
 
