@@ -19,6 +19,7 @@ import os
 import select
 import threading
 
+from oomhero.config.table import BPF_ATTACH_ENV
 from oomhero.kernel.cgroup import CgroupDir
 from oomhero.sources.ebpf import common
 from oomhero.sources.ebpf.bcc import ChargeProbe, bcc_prerequisites
@@ -94,7 +95,7 @@ def core_refusal(function: str, btf: str = KERNEL_BTF) -> str | None:
 
 # One way of attaching, forced (the bench compares them): fentry or kprobe (the CO-RE object),
 # or bcc (its compiled kprobe, as where there is no BTF). Unset: fentry, then kprobe, then bcc.
-ATTACH_ENV = "OOMHERO_BPF_ATTACH"
+ATTACH_ENV = BPF_ATTACH_ENV
 ATTACH_CHOICES = ("fentry", "kprobe", "bcc")
 
 
