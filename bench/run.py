@@ -1,6 +1,6 @@
 """The latency/overhead benchmark driver. Runs inside the qemu guest (cgroup v2), as root:
 
-    guest/run --timeout 3000 -- .venv/bin/python bench/run.py            # full, ~28 min
+    guest/run --timeout 4500 -- .venv/bin/python bench/run.py            # full, ~40 min
     guest/run -- .venv/bin/python bench/run.py --quick                   # a few minutes
     guest/run -- .venv/bin/python bench/run.py --modes poll-1s,poll-100ms --rates 64 --runs 2
 
