@@ -32,7 +32,10 @@ class Sampler:
     def read(self, target: Target, now: float) -> Sample:
         """Raises CgroupError or ValueError when the target cannot be read."""
         if isinstance(target.reader, CgroupDir):
-            memory = target.reader.sample(inactive_file=self.wants_page_cache)
+            fresh = self.limit_due(target.limit_read_at, now)
+            memory = target.reader.sample(self.wants_page_cache, limit=fresh)
+            if fresh:
+                target.limit_read_at = now
         else:
             memory = target.reader.sample()
         target.last_sample = memory
@@ -43,6 +46,13 @@ class Sampler:
         # memory.max = 0 is legal on v2: nothing fits, so it is as critical as it gets.
         percent = value * 100.0 / memory.limit if memory.limit > 0 else 100.0
         return Sample(memory, value, percent)
+
+    def limit_due(self, read_at: float | None, now: float) -> bool:
+        """Whether to read the limit again: the limit files never notify (seen on v2), so at
+        the slowest polling cadence (the interval, or the ceiling), as often as an idle target
+        is sampled. A sample due then may come a wake-up batch early: 10 % slack."""
+        cadence = self.settings.interval or self.settings.poll_ceiling
+        return read_at is None or now - read_at >= 0.9 * cadence
 
     @property
     def wants_page_cache(self) -> bool:

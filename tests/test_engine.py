@@ -493,3 +493,22 @@ def test_memory_stat_is_read_only_for_the_working_set(tmp_path):
             Sampler(WatchSettings(), listeners).read(target, 3.0)
     finally:
         cgroup.close()
+
+
+def test_the_limit_is_read_again_at_the_slowest_cadence(tmp_path):
+    # memory.max never notifies: re-read as often as an idle target is sampled (the ceiling,
+    # or the fixed interval), not at every dense adaptive sample in between.
+    directory = v2_dir(tmp_path / "g", limit=str(128 * MIB))
+    cgroup = CgroupDir(str(directory), 2)
+    target = Target("g", "g", cgroup)
+    sampler = Sampler(WatchSettings(poll_ceiling=1.0))
+    try:
+        assert sampler.read(target, 10.0).memory.limit == 128 * MIB
+        (directory / "memory.max").write_text(f"{64 * MIB}\n")
+        assert sampler.read(target, 10.5).memory.limit == 128 * MIB  # within the ceiling
+        assert sampler.read(target, 11.0).memory.limit == 64 * MIB
+        assert sampler.limit_due(None, 0.0)
+        assert sampler.limit_due(10.0, 10.95)  # a sample due at 11.0, batched a little early
+        assert not Sampler(WatchSettings(interval=5.0)).limit_due(10.0, 13.0)
+    finally:
+        cgroup.close()

@@ -68,6 +68,7 @@ class CgroupDir:
         self.version = version
         self.view = view
         self._kept: dict[str, int] = {}  # file name → fd held open for pread (the sampled files)
+        self._limit: tuple[int | None] | None = None  # the limit last read (None: not yet)
         try:
             self._fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
@@ -142,22 +143,29 @@ class CgroupDir:
             self.read_kept("memory.current" if self.version == 2 else "memory.usage_in_bytes")
         )
 
-    def sample(self, inactive_file: bool = True) -> MemorySample:
-        """Usage and limit; ``inactive_file``: also memory.stat's page cache (what the
-        working-set metric subtracts; without it, 0 and memory.stat is not read on v2)."""
-        if self.version == 2:
-            current = self.usage()
-            limit = parse_limit(self.read_kept("memory.max"))
-            stat = parse_flat_keyed(self.read_kept("memory.stat")) if inactive_file else {}
-            return MemorySample(current, limit, stat.get("inactive_file", 0))
+    def sample(self, inactive_file: bool = True, limit: bool = True) -> MemorySample:
+        """Usage and limit. ``inactive_file``: also memory.stat's page cache (what the
+        working-set metric subtracts; without it, 0 and memory.stat is not read on v2).
+        ``limit``: read the limit again; False: the one read last time (the limit files never
+        notify, and rarely change: the sampler re-reads them at its slowest cadence)."""
+        if limit or self._limit is None:
+            self._limit = (self._read_limit(),)
         current = self.usage()
+        if self.version == 2:
+            stat = parse_flat_keyed(self.read_kept("memory.stat")) if inactive_file else {}
+            return MemorySample(current, self._limit[0], stat.get("inactive_file", 0))
+        stat = parse_flat_keyed(self.read_kept("memory.stat")) if inactive_file else {}
+        return MemorySample(current, self._limit[0], stat.get("total_inactive_file", 0))
+
+    def _read_limit(self) -> int | None:
+        if self.version == 2:
+            return parse_limit(self.read_kept("memory.max"))
         limit = parse_limit(self.read_kept("memory.limit_in_bytes"))
         # v1 is hierarchical: a parent's smaller limit applies too (memory.stat says which).
-        stat = parse_flat_keyed(self.read_kept("memory.stat"))
-        inherited = stat.get("hierarchical_memory_limit")
+        inherited = parse_flat_keyed(self.read_kept("memory.stat")).get("hierarchical_memory_limit")
         if inherited is not None and inherited < V1_UNLIMITED_FLOOR:
             limit = inherited if limit is None else min(limit, inherited)
-        return MemorySample(current, limit, stat.get("total_inactive_file", 0))
+        return limit
 
     def events(self) -> dict[str, int]:
         """memory.events on v2; on v1 the oom counters of memory.oom_control and failcnt."""
