@@ -71,16 +71,18 @@ def cleanup():
     remove_test_cgroups()
 
 
+def probe_records(watcher: Watcher) -> list[dict]:
+    """The probe's ``source ready`` or ``source unavailable`` line (the other sources' aside)."""
+    lines = ("source ready", "source unavailable")
+    return [r for r in watcher.records() if r.get("source") == "ebpf" and r["msg"] in lines]
+
+
 def wait_ready(watcher: Watcher, loader: str) -> dict:
     """The ``source ready`` line, checked to name ``loader`` (and, for CO-RE, fentry: the
     same .o takes it on 6.1 and 6.12)."""
-    wait_for(
-        lambda: watcher.records("source ready") or watcher.records("source unavailable"),
-        COMPILE_TIMEOUT,
-        "the probe to load",
-    )
-    assert watcher.records("source ready"), watcher.records("source unavailable")
-    (ready,) = watcher.records("source ready")
+    wait_for(lambda: probe_records(watcher), COMPILE_TIMEOUT, "the probe to load")
+    (ready,) = probe_records(watcher)
+    assert ready["msg"] == "source ready", ready
     assert ready["loader"] == loader and ready["function"] == charge_function(), ready
     if loader == "core":
         assert ready["attach"] == "fentry" and "why" not in ready, ready
