@@ -91,5 +91,5 @@ bench/.build/alloc: bench/alloc.c
 	gcc -O2 -Wall -Wextra -o $@ $<
 
 bench: $(BENCH_STAMP) bench/.build/alloc
-	guest/run --cpus $(BENCH_CPUS) --timeout 3000 -- $(PY) bench/run.py $(BENCH_ARGS)
+	guest/run --cpus $(BENCH_CPUS) --timeout 4500 -- $(PY) bench/run.py $(BENCH_ARGS)
 	$(PY) bench/report.py $(if $(BENCH_ARGS),bench/.build/results-dev.json)

@@ -19,7 +19,17 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 LEVELS = ("warning", "critical")
-CANDIDATES = ("adaptive", "events", "ebpf", "ebpf-signal")  # checked against the issue's bar
+# Checked against the issue's bar (latency).
+CANDIDATES = ("adaptive", "events", "core-fentry", "core-kprobe", "ebpf", "ebpf-signal")
+# Idle CPU at this many cgroups, as a share of another mode's in the same run (issue 10's bars).
+IDLE_BAR_CGROUPS = 100
+IDLE_BARS = [  # (mode, against, at most this share of it)
+    ("events", "before", 0.35),  # the sidecar without a probe vs the old default
+    ("poll-1s", "before-poll-1s", 0.35),
+    ("core-fentry", "poll-1s", 1.0),
+    ("core-kprobe", "poll-1s", 1.0),
+]
+PROBE_CONFIGS = ("fentry", "kprobe", "bcc")  # probe-cost blocks with a probe attached
 BASELINE = "poll-1s"
 MARKERS = "os^Dv<>p"
 
@@ -90,12 +100,28 @@ def summarise(results: dict) -> dict:
         "acceptance": _acceptance(rows),
         "errors": len(errors),
         "probe_cost": _probe_cost(results.get("probe_cost")),
+        "idle": _idle_bars(results.get("overhead") or []),
     }
+
+
+def _idle_bars(overhead: list[dict]) -> list[str]:
+    """The idle-CPU bars at IDLE_BAR_CGROUPS, for the pairs of modes both present."""
+    cpu = {o["mode"]: o["cpu_s_per_s"] for o in overhead if o["cgroups"] == IDLE_BAR_CGROUPS}
+    lines = []
+    for mode, against, bar in IDLE_BARS:
+        if mode in cpu and cpu.get(against):
+            share = cpu[mode] / cpu[against]
+            lines.append(
+                f"idle CPU at {IDLE_BAR_CGROUPS} cgroups: {mode} {cpu[mode]:.3f} vs {against} "
+                f"{cpu[against]:.3f} CPU s/s = {share:.2f}x (bar ≤ {bar:g}x) — "
+                f"{'PASS' if share <= bar else 'FAIL'}"
+            )
+    return lines
 
 
 def _probe_cost(cost: dict | None) -> dict | None:
     """Median MiB/s per configuration (none = no oomhero; both `none` blocks, before and after,
-    together), and the ratios to it: the probe's cost is ebpf / none."""
+    together), and the ratios to it: each probe's cost is its block's / none."""
     if not cost:
         return None
     configs: dict[str, dict] = {}
@@ -124,7 +150,11 @@ def _probe_cost(cost: dict | None) -> dict | None:
         row["ratio_to_none"] = row["median"] / base if base and row["median"] else None
     return {
         "rows": rows,
-        "probe_ratio": (rows.get("ebpf") or {}).get("ratio_to_none"),
+        "probe_ratios": {
+            name: rows[name]["ratio_to_none"]
+            for name in PROBE_CONFIGS
+            if rows.get(name, {}).get("ratio_to_none")
+        },
         "watchers": cost.get("watchers", {}),
     }
 
@@ -218,13 +248,40 @@ def table(results: dict) -> str:
             f"Overhead watching idle cgroups (one `sleep` each), over "
             f"{results['overhead'][0]['window_s']:g} s after a 2 s settle:",
             "",
-            "| mode | cgroups | CPU s/s | RSS MiB |",
-            "|---|---|---|---|",
+            "| mode | cgroups | CPU s/s | vs poll-1s | RSS MiB | start-up s |",
+            "|---|---|---|---|---|---|",
         ]
+        base = {
+            o["cgroups"]: o["cpu_s_per_s"] for o in results["overhead"] if o["mode"] == BASELINE
+        }
         for o in results["overhead"]:
-            out.append(
-                f"| {o['mode']} | {o['cgroups']} | {o['cpu_s_per_s']:.4f} | {o['rss_mib']:.1f} |"
+            ratio = (
+                f"{o['cpu_s_per_s'] / base[o['cgroups']]:.2f}" if base.get(o["cgroups"]) else "–"
             )
+            out.append(
+                f"| {o['mode']} | {o['cgroups']} | {o['cpu_s_per_s']:.4f} | {ratio} | "
+                f"{o['rss_mib']:.1f} | {o.get('ready_s', '–')} |"
+            )
+        out += [""] + [f"- {line}" for line in summary.get("idle", [])]
+    starts = results.get("probe_start") or {}
+    if starts:
+        out += [
+            "",
+            "Probe start: from `oomhero watch` started to its `source ready` line (the probe "
+            "loaded and attached), per start:",
+            "",
+            "| mode | loader | attach | ready s | load s |",
+            "|---|---|---|---|---|",
+        ]
+        for mode, rows in starts.items():
+            for row in rows:
+                if "error" in row:
+                    out.append(f"| {mode} | – | – | failed: {row['error'][:120]} | – |")
+                    continue
+                out.append(
+                    f"| {mode} | {row.get('loader', '–')} | {row.get('attach', '–')} | "
+                    f"{row['ready_s']:.2f} | {row.get('compile_s') or '–'} |"
+                )
     cost = summary.get("probe_cost")
     if cost:
         raw = results["probe_cost"]
@@ -232,7 +289,8 @@ def table(results: dict) -> str:
             "",
             f"Probe cost: the workload's allocation throughput, unpaced, {raw['alloc_mib']} MiB "
             f"into a {raw['limit_mib']} MiB cgroup (no threshold crossed), {raw['repeats']} "
-            "allocs per block after one warm-up; blocks in the order none, adaptive, ebpf, none:",
+            f"allocs per block after one warm-up; blocks in the order "
+            f"{', '.join(raw.get('order') or cost['rows'])}:",
             "",
             "| oomhero on the cgroup | allocs | MiB/s median (min–max) | vs none |",
             "|---|---|---|---|",
@@ -240,6 +298,9 @@ def table(results: dict) -> str:
         what = {
             "none": "none (no oomhero; both blocks)",
             "adaptive": "`--sources none` (polling only)",
+            "fentry": "`--sources ebpf`, CO-RE fentry attached",
+            "kprobe": "`--sources ebpf`, CO-RE kprobe attached",
+            "bcc": "`--sources ebpf`, bcc's kprobe attached",
             "ebpf": "`--sources ebpf` (probe attached)",
         }
         for name, row in cost["rows"].items():
@@ -254,12 +315,9 @@ def table(results: dict) -> str:
         problems = {k: w["error"] for k, w in cost["watchers"].items() if "error" in w}
         for name, why in problems.items():
             out.append(f"\n{name}: not measured: {why[:300]}")
-        if cost["probe_ratio"] is not None:
-            out += [
-                "",
-                f"With the probe attached the workload allocates at {cost['probe_ratio']:.3f}×"
-                " its throughput without oomhero.",
-            ]
+        if cost["probe_ratios"]:
+            ratios = ", ".join(f"{k} {v:.3f}×" for k, v in cost["probe_ratios"].items())
+            out += ["", f"With a probe attached the workload allocates at (vs none): {ratios}."]
     if summary["acceptance"]:
         out += ["", "Acceptance (the issue's bar; p50 over warning and critical together):", ""]
         out += [f"- {line}" for line in summary["acceptance"]]

@@ -1,6 +1,6 @@
 """The latency/overhead benchmark driver. Runs inside the qemu guest (cgroup v2), as root:
 
-    guest/run --timeout 3000 -- .venv/bin/python bench/run.py            # full, ~28 min
+    guest/run --timeout 4500 -- .venv/bin/python bench/run.py            # full, ~40 min
     guest/run -- .venv/bin/python bench/run.py --quick                   # a few minutes
     guest/run -- .venv/bin/python bench/run.py --modes poll-1s,poll-100ms --rates 64 --runs 2
 
@@ -62,33 +62,52 @@ class Mode:
     needs: tuple[str, ...] = ()  # watch flags that must exist for the mode to mean anything
     probe: bool = False  # loads the eBPF probe: one watcher and cgroup for all its runs
     overhead: bool = True  # part of the idle-overhead measurement
+    attach: str | None = None  # OOMHERO_BPF_ATTACH for a probe mode: fentry, kprobe or bcc
+    before: bool = False  # runs oomhero as of BEFORE_COMMIT, not this tree
 
 
 ADAPTIVE = ("--sources", "--poll-floor")
 EBPF = (*ADAPTIVE, "--bpf-signal")
 
 
+# The oomhero the issue-10 bars compare against (its default then: adaptive polling with the
+# burst assumption, inotify and PSI; no probe by default), run from a copy of that commit.
+BEFORE_COMMIT = "5120382"
+POLL_1S = ("--interval", "1s", "--sources", "none")
 # One line per configuration. `--sources none` is dropped where the flag does not exist yet:
 # without event sources it changes nothing.
 MODES = [
-    Mode("poll-1s", ("--interval", "1s", "--sources", "none")),
+    Mode("before", (), needs=ADAPTIVE, before=True),
+    Mode("before-poll-1s", POLL_1S, before=True),
+    Mode("poll-1s", POLL_1S),
     Mode("poll-100ms", ("--interval", "100ms", "--sources", "none")),
     Mode("adaptive", ("--sources", "none"), needs=ADAPTIVE),
-    Mode("events", (), needs=ADAPTIVE),
-    Mode("ebpf", ("--sources", "ebpf"), needs=EBPF, probe=True),
+    # The default where the probe cannot load (the restricted sidecar): named, since where it
+    # can (root in the guest) the default loads it.
+    Mode("events", ("--sources", "inotify,psi"), needs=ADAPTIVE),
+    Mode("core-fentry", ("--sources", "ebpf"), needs=EBPF, probe=True, attach="fentry"),
+    Mode("core-kprobe", ("--sources", "ebpf"), needs=EBPF, probe=True, attach="kprobe"),
+    Mode("ebpf", ("--sources", "ebpf"), needs=EBPF, probe=True, attach="bcc"),
     # Idle, it is `ebpf` to the byte: no second compile in the overhead part.
     Mode(
-        "ebpf-signal", ("--sources", "ebpf", "--bpf-signal"), needs=EBPF, probe=True, overhead=False
+        "ebpf-signal",
+        ("--sources", "ebpf", "--bpf-signal"),
+        needs=EBPF,
+        probe=True,
+        overhead=False,
+        attach="bcc",
     ),
 ]
 PROBE_TIMEOUT = 600.0  # s: the probe's compile takes 20-30 s under TCG, more on a busy host
 # Probe cost: alloc unpaced into a cgroup this big, COST_ALLOC MiB per repeat (never near OOM).
 COST_LIMIT, COST_ALLOC = 512, 256
-COST_CONFIGS = [  # (name, oomhero watch args or None: no oomhero), in this order
-    ("none", None),
-    ("adaptive", ("--sources", "none")),
-    ("ebpf", ("--sources", "ebpf")),
-    ("none", None),  # again: drift over the measurement shows as a before/after difference
+COST_CONFIGS = [  # (name, oomhero watch args or None: no oomhero, OOMHERO_BPF_ATTACH)
+    ("none", None, None),
+    ("adaptive", ("--sources", "none"), None),
+    ("fentry", ("--sources", "ebpf"), "fentry"),
+    ("kprobe", ("--sources", "ebpf"), "kprobe"),
+    ("bcc", ("--sources", "ebpf"), "bcc"),
+    ("none", None, None),  # again: drift over the measurement shows as a before/after difference
 ]
 # After oomhero is ready, the workload waits SETTLE (start-up over, adaptive polling backed off to
 # its ceiling) plus a random phase in [0, PHASE): started at a fixed delay after oomhero's first
@@ -105,19 +124,36 @@ def write(path: Path, text: str) -> None:
 
 
 SNAPSHOT = WORK / "snapshot"  # a copy of oomhero/ taken at start: edits made meanwhile stay out
+BEFORE = WORK / "before"  # oomhero/ and bpf/ of BEFORE_COMMIT (git archive; same dependencies)
 
 
 def oomhero_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "oomhero", *args]
 
 
-def oomhero_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(SNAPSHOT)} if SNAPSHOT.exists() else dict(os.environ)
-
-
-def oomhero_cwd() -> Path:
-    """`python -m` puts the working directory first on sys.path: run where the snapshot is."""
+def oomhero_tree(before: bool = False) -> Path:
+    """Where the oomhero to run is: the snapshot (or the repo), or the copy of BEFORE_COMMIT."""
+    if before:
+        return BEFORE
     return SNAPSHOT if SNAPSHOT.exists() else REPO
+
+
+def oomhero_env(before: bool = False, attach: str | None = None) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(oomhero_tree(before))}
+    env.pop("OOMHERO_BPF_ATTACH", None)
+    return env | ({"OOMHERO_BPF_ATTACH": attach} if attach else {})
+
+
+def extract_before() -> None:
+    """BEFORE_COMMIT's package and probe source, from git (no work tree, no venv: its
+    dependencies are this tree's, see pyproject.toml)."""
+    BEFORE.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", BEFORE_COMMIT, "oomhero", "bpf"],
+        capture_output=True,
+        check=True,
+    )
+    subprocess.run(["tar", "-x", "-C", str(BEFORE)], input=archive.stdout, check=True)
 
 
 def snapshot_oomhero() -> str:
@@ -136,7 +172,7 @@ def snapshot_oomhero() -> str:
 def watch_flags() -> set[str]:
     """The long flags `oomhero watch` knows today (other work adds some while this exists)."""
     argv = oomhero_cmd("watch", "--help")
-    help_ = subprocess.run(argv, env=oomhero_env(), cwd=oomhero_cwd(), **CAPTURE)
+    help_ = subprocess.run(argv, env=oomhero_env(), cwd=oomhero_tree(), **CAPTURE)
     out = help_.stdout
     return {word.rstrip(",") for word in out.split() if word.startswith("--")}
 
@@ -210,14 +246,28 @@ def spawn_in(path: Path, argv: list[str], **popen: object) -> subprocess.Popen:
 class Watcher:
     """One `oomhero watch` process logging JSON lines to a file."""
 
-    def __init__(self, targets: list[Path], args: list[str], log: Path) -> None:
+    def __init__(
+        self,
+        targets: list[Path],
+        args: list[str],
+        log: Path,
+        before: bool = False,
+        attach: str | None = None,
+    ) -> None:
+        """``before``: BEFORE_COMMIT's oomhero; ``attach``: OOMHERO_BPF_ATTACH for the probe."""
         self.log = log
         self.count = len(targets)
         argv = oomhero_cmd("watch", *map(str, targets), *COMMON, *args)
+        tree, env = oomhero_tree(before), oomhero_env(before, attach)
         with open(log, "w") as f:
+            # `python -m` puts the working directory first on sys.path: run in the tree.
             self.process = subprocess.Popen(
-                argv, stdout=f, stderr=subprocess.STDOUT, env=oomhero_env(), cwd=oomhero_cwd()
+                argv, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=tree
             )
+
+    @classmethod
+    def of(cls, mode: Mode, flags: set[str], targets: list[Path], log: Path) -> Watcher:
+        return cls(targets, mode_argv(mode, flags), log, mode.before, mode.attach)
 
     def wait_ready(self, timeout: float = 120, source: str | None = None) -> float:
         """Seconds until it logged "watching target" for every target and, given a source,
@@ -338,7 +388,7 @@ class Shared:
     @classmethod
     def start(cls, mode: Mode, flags: set[str], limit: int) -> Shared:
         cgroup = make_cgroup(f"lat-{mode.name}", limit)
-        watcher = Watcher([cgroup], mode_argv(mode, flags), WORK / f"{mode.name}.oomhero")
+        watcher = Watcher.of(mode, flags, [cgroup], WORK / f"{mode.name}.oomhero")
         try:
             ready = watcher.wait_ready(PROBE_TIMEOUT, source="ebpf")
         except BaseException:
@@ -357,6 +407,8 @@ class Shared:
             "ready_s": round(self.ready_s, 3),
             "compile_s": self.watcher.ready_record.get("load_seconds"),
             "probe": self.watcher.ready_record.get("function"),
+            "loader": self.watcher.ready_record.get("loader"),
+            "attach": self.watcher.ready_record.get("attach"),
         }
 
     def wait_idle(self, limit: int, timeout: float = 60) -> float:
@@ -394,7 +446,7 @@ def latency_run(
     record["phase_s"] = round(phase, 3)
     if shared is None:
         cgroup = make_cgroup(f"lat{seq}", limit)
-        watcher = Watcher([cgroup], mode_argv(mode, flags), WORK / f"{name}.oomhero")
+        watcher = Watcher.of(mode, flags, [cgroup], WORK / f"{name}.oomhero")
         first = 0
     else:
         cgroup, watcher = shared.cgroup, shared.watcher
@@ -513,12 +565,14 @@ def probe_cost(flags: set[str], repeats: int) -> dict:
     limit, stop = COST_LIMIT * MIB, COST_ALLOC * MIB
     result: dict = {"limit_mib": COST_LIMIT, "alloc_mib": COST_ALLOC, "repeats": repeats}
     result |= {"chunk": chunk_for("max"), "samples": [], "watchers": {}}
+    result["order"] = [config for config, _, _ in COST_CONFIGS]
     cgroup = make_cgroup("cost", limit)
     try:
-        for block, (config, args) in enumerate(COST_CONFIGS):
+        for block, (config, args, attach) in enumerate(COST_CONFIGS):
             watcher = None
             if args is not None:
-                watcher = Watcher([cgroup], [*args], WORK / f"cost-{config}.oomhero")
+                log = WORK / f"cost-{config}.oomhero"
+                watcher = Watcher([cgroup], [*args], log, attach=attach)
                 try:
                     if "ebpf" in args:
                         ready = watcher.wait_ready(PROBE_TIMEOUT, source="ebpf")
@@ -573,7 +627,7 @@ def overhead(modes: list[Mode], flags: set[str], counts: list[int], window: floa
     try:
         for count in counts:
             for mode in modes:
-                watcher = Watcher(idle[:count], mode_argv(mode, flags), WORK / "overhead.log")
+                watcher = Watcher.of(mode, flags, idle[:count], WORK / "overhead.log")
                 try:
                     if mode.probe:  # the window starts once the probe is in, not while compiling
                         ready = watcher.wait_ready(PROBE_TIMEOUT, source="ebpf")
@@ -617,7 +671,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rates", help=f"comma-separated MiB/s or max (default {','.join(RATES)})")
     p.add_argument("--runs", type=int, help="runs per mode and rate (default 5; --quick 2)")
     p.add_argument("--slow-runs", type=int, help="runs at rates below 64 MiB/s (default --runs)")
-    p.add_argument("--counts", help="idle cgroups for the overhead part (default 1,10,100)")
+    p.add_argument("--counts", help="idle cgroups for the overhead part (default 1,10,100,300)")
     p.add_argument("--window", type=float, help="overhead window, seconds (default 10)")
     p.add_argument("--no-overhead", action="store_true", help="skip the overhead part")
     p.add_argument("--no-latency", action="store_true", help="skip the latency part")
@@ -651,7 +705,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.rates = args.rates.split(",") if args.rates else (QUICK_RATES if args.quick else RATES)
     args.runs = args.runs or (2 if args.quick else 5)
     args.counts = [int(c) for c in args.counts.split(",")] if args.counts else None
-    args.counts = args.counts or ([1, 10] if args.quick else [1, 10, 100])
+    args.counts = args.counts or ([1, 10] if args.quick else [1, 10, 100, 300])
     args.window = args.window or (3.0 if args.quick else 10.0)
     args.cost_repeats = args.cost_repeats or (5 if args.quick else 7)
     wanted = args.modes.split(",") if args.modes else names
@@ -679,6 +733,8 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     oomhero_digest = snapshot_oomhero()
+    if any(m.before for m in args.modes):
+        extract_before()
     flags = watch_flags()
     modes = [m for m in args.modes if all(f in flags for f in m.needs)]
     skipped = [m.name for m in args.modes if m not in modes]

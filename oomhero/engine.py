@@ -6,20 +6,30 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from oomhero.actions import Actions
 from oomhero.actions.listener import Listeners
 from oomhero.actions.report import Report
 from oomhero.config import WatchSettings
 from oomhero.kernel.cgroup import CgroupError
+from oomhero.kernel.procfs import process_count, raise_open_file_limit
 from oomhero.policy import Decision, evaluate
 from oomhero.sampler import Sampler
 from oomhero.sources import WakeSources
 from oomhero.sources.epoll import STOP_SIGNALS, Wakeups
 from oomhero.sources.polling import Polling
 from oomhero.targets import Scanner, Target
-from oomhero.watchlist import Watchlist
+from oomhero.watchlist import RescanGate, Watchlist
+
+# Targets due within this long of each other are sampled in one wake-up: a wake (epoll_wait and
+# a loop iteration) costs about what a sample does, and a millisecond early changes nothing.
+BATCH = 0.001
+
+
+def due(targets: Iterable[Target], now: float, batch: float = BATCH) -> list[Target]:
+    """The targets to sample in the wake at ``now``: those due now or within ``batch``."""
+    return [t for t in targets if t.next_sample_at <= now + batch]
 
 
 class Engine:
@@ -31,10 +41,11 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings, self.rescan_interval, self.clock = settings, rescan_interval, clock
+        raise_open_file_limit()  # every target keeps a few descriptors open
         self.fds = Wakeups()  # what the loop waits on
         self.add_source = self.fds.add  # another fd for the loop (top's keys)
         self.listeners, report = Listeners(), Report()
-        self.polling, self.sampler = Polling(settings), Sampler(settings)
+        self.polling, self.sampler = Polling(settings), Sampler(settings, self.listeners)
         self.sources = WakeSources(
             settings, self.fds.add, self.fds.remove, report.globally, report.once_globally
         )
@@ -45,6 +56,7 @@ class Engine:
         self.actions = Actions(settings, self.watchlist.refresh, self.listeners, report)
         self.targets, self.unopened = self.watchlist.targets, self.watchlist.unopened
         self.wakeups: Counter[str] = Counter()  # samples taken, by what woke the loop
+        self.rescans = RescanGate(process_count)  # the per-second rescan, when anything changed
         self.rescan_due = self.stopping = False
         self.stopped_by: str | None = None  # the signal that stopped the loop
 
@@ -84,11 +96,12 @@ class Engine:
             next_scan = self.clock()
             while not self.stopping and not until():
                 now = self.clock()
-                if now >= next_scan or self.rescan_due:
+                if self.rescan_due or (now >= next_scan and self.rescans.due(now)):
                     self.rescan_due = False
                     self.watchlist.rescan()
+                if now >= next_scan:
                     next_scan = now + self.rescan_interval
-                for target in [t for t in self.targets.values() if now >= t.next_sample_at]:
+                for target in due(self.targets.values(), now):
                     self.sample_target(target, now, self.polling.name)
                 self.listeners.tick(self)
                 deadline = min([next_scan, *(t.next_sample_at for t in self.targets.values())])

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from oomhero.actions.listener import Listener
 from oomhero.config import WatchSettings
 from oomhero.kernel.cgroup import CgroupDir, CgroupError, MemorySample
 from oomhero.policy import Level, pressure_level
@@ -23,12 +24,20 @@ class Sample:
 
 
 class Sampler:
-    def __init__(self, settings: WatchSettings) -> None:
+    def __init__(self, settings: WatchSettings, listeners: Listener | None = None) -> None:
+        """``listeners``: whoever else sees the samples (one of them may want the working set)."""
         self.settings = settings
+        self.listeners = listeners
 
     def read(self, target: Target, now: float) -> Sample:
         """Raises CgroupError or ValueError when the target cannot be read."""
-        memory = target.reader.sample()
+        if isinstance(target.reader, CgroupDir):
+            fresh = self.limit_due(target.limit_read_at, now)
+            memory = target.reader.sample(self.wants_page_cache, limit=fresh)
+            if fresh:
+                target.limit_read_at = now
+        else:
+            memory = target.reader.sample()
         target.last_sample = memory
         value = memory.value(self.settings.metric)
         target.growth.update(value, now)
@@ -37,6 +46,20 @@ class Sampler:
         # memory.max = 0 is legal on v2: nothing fits, so it is as critical as it gets.
         percent = value * 100.0 / memory.limit if memory.limit > 0 else 100.0
         return Sample(memory, value, percent)
+
+    def limit_due(self, read_at: float | None, now: float) -> bool:
+        """Whether to read the limit again: the limit files never notify (seen on v2), so at
+        the slowest polling cadence (the interval, or the ceiling), as often as an idle target
+        is sampled. A sample due then may come a wake-up batch early: 10 % slack."""
+        cadence = self.settings.interval or self.settings.poll_ceiling
+        return read_at is None or now - read_at >= 0.9 * cadence
+
+    @property
+    def wants_page_cache(self) -> bool:
+        """memory.stat is read only when the working set is wanted: by the metric, or a listener."""
+        if self.settings.metric == "working-set":
+            return True
+        return self.listeners is not None and self.listeners.wants_page_cache
 
     def pressure(self, target: Target, unreadable: Callable[[Target], None]) -> Level:
         """The level PSI conditions alone reach; ``unreadable(target)`` when they apply but

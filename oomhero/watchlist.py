@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from oomhero import log
@@ -16,6 +17,29 @@ if TYPE_CHECKING:
     from oomhero.actions.report import Report
     from oomhero.sampler import Sampler
     from oomhero.sources import WakeSources
+
+
+# Rescan at least this often even when the process count stayed the same: one process exiting
+# as another starts leaves it unchanged (a container restarted that way is seen this late at
+# worst; a target about to be signalled is rescanned first anyway, see ``refresh``).
+FULL_RESCAN = 10.0
+
+
+class RescanGate:
+    """Whether a rescan is worth it now: a scan reads every member's /proc entries, a check of
+    ``count()`` (procfs.process_count) is one stat. Pure but for ``count``."""
+
+    def __init__(self, count: Callable[[], int], full_every: float = FULL_RESCAN) -> None:
+        self.count, self.full_every = count, full_every
+        self.seen: int | None = None
+        self.last_full = float("-inf")
+
+    def due(self, now: float) -> bool:
+        count = self.count()
+        if count == self.seen and now - self.last_full < self.full_every:
+            return False
+        self.seen, self.last_full = count, now
+        return True
 
 
 class Watchlist:

@@ -12,12 +12,17 @@ import sys
 import psutil
 import pytest
 
+from oomhero import log
+from oomhero.actions.listener import Listeners
+from oomhero.actions.metrics import Metrics
 from oomhero.config import WatchSettings
-from oomhero.engine import Engine
-from oomhero.kernel.cgroup import CgroupError, MemorySample
+from oomhero.engine import Engine, due
+from oomhero.kernel.cgroup import CgroupDir, CgroupError, MemorySample
 from oomhero.kernel.procfs import read_proc
-from oomhero.targets import Found
-from tests.helpers import RECORDER, Recorder, received
+from oomhero.sampler import Sampler
+from oomhero.targets import Found, Target
+from oomhero.watchlist import RescanGate
+from tests.helpers import RECORDER, Recorder, received, v2_dir
 
 MIB = 1024**2
 LIMIT = 100 * MIB
@@ -436,3 +441,74 @@ def test_a_process_started_since_the_last_scan_still_gets_the_signal(tmp_path, r
     finally:
         late.stop()
         engine.close()
+
+
+# -- one wake-up for targets due together; rescans only when processes changed ---------------
+def test_targets_due_within_a_millisecond_are_sampled_in_one_wake():
+    def at(key, when):
+        return Target(key, key, ScriptedReader(), next_sample_at=when)
+
+    targets = [at("now", 10.0), at("past", 9.0), at("in-0.5ms", 10.0005), at("in-5ms", 10.005)]
+    assert [t.key for t in due(targets, 10.0)] == ["now", "past", "in-0.5ms"]
+    assert [t.key for t in due(targets, 10.0, batch=0.0)] == ["now", "past"]
+
+
+def test_rescan_gate_opens_when_the_process_count_changes_or_at_the_full_cadence():
+    count = [100]
+    gate = RescanGate(lambda: count[0], full_every=10.0)
+    assert gate.due(0.0)  # the first time: nothing seen yet
+    assert not gate.due(1.0) and not gate.due(9.0)  # nothing started or exited
+    count[0] = 101
+    assert gate.due(9.5)  # a process started
+    assert not gate.due(10.0)
+    assert gate.due(19.5)  # the same count for 10 s: one exited as another started, maybe
+    assert not gate.due(20.0)
+
+
+def test_an_idle_sample_builds_no_log_line_unless_debug_is_on(recorder, json_log, make_engine):
+    reader = ScriptedReader([percent(10)] * 3)
+    engine, _clock = make_engine(FakeScanner(app=([recorder.pid], reader)), sources=())
+    engine.watchlist.rescan()
+    engine.sample_all("poll")
+    assert messages(json_log, "sampled") == []
+    log.setup("json", json_log, debug=True)
+    engine.sample_all("poll")
+    assert [m["percent"] for m in messages(json_log, "sampled")] == [10.0]
+
+
+def test_memory_stat_is_read_only_for_the_working_set(tmp_path):
+    # Without memory.stat a sample still works, unless the metric or a listener (the metrics
+    # gauge) wants the working set, which needs its inactive_file.
+    directory = v2_dir(tmp_path / "g")
+    (directory / "memory.stat").unlink()
+    cgroup = CgroupDir(str(directory), 2)
+    target = Target("g", "g", cgroup)
+    try:
+        listeners = Listeners()
+        assert Sampler(WatchSettings(), listeners).read(target, 1.0).value == 96 * MIB
+        with pytest.raises(CgroupError):
+            Sampler(WatchSettings(metric="working-set"), listeners).read(target, 2.0)
+        listeners.append(Metrics())
+        with pytest.raises(CgroupError):
+            Sampler(WatchSettings(), listeners).read(target, 3.0)
+    finally:
+        cgroup.close()
+
+
+def test_the_limit_is_read_again_at_the_slowest_cadence(tmp_path):
+    # memory.max never notifies: re-read as often as an idle target is sampled (the ceiling,
+    # or the fixed interval), not at every dense adaptive sample in between.
+    directory = v2_dir(tmp_path / "g", limit=str(128 * MIB))
+    cgroup = CgroupDir(str(directory), 2)
+    target = Target("g", "g", cgroup)
+    sampler = Sampler(WatchSettings(poll_ceiling=1.0))
+    try:
+        assert sampler.read(target, 10.0).memory.limit == 128 * MIB
+        (directory / "memory.max").write_text(f"{64 * MIB}\n")
+        assert sampler.read(target, 10.5).memory.limit == 128 * MIB  # within the ceiling
+        assert sampler.read(target, 11.0).memory.limit == 64 * MIB
+        assert sampler.limit_due(None, 0.0)
+        assert sampler.limit_due(10.0, 10.95)  # a sample due at 11.0, batched a little early
+        assert not Sampler(WatchSettings(interval=5.0)).limit_due(10.0, 13.0)
+    finally:
+        cgroup.close()

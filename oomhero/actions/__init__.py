@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from oomhero import log
 from oomhero.actions.listener import Listeners
 from oomhero.actions.report import MIB, Report
 from oomhero.actions.signal import Signaller
@@ -15,6 +16,7 @@ from oomhero.policy import Decision
 if TYPE_CHECKING:
     from oomhero.config import WatchSettings
     from oomhero.sampler import Sample
+    from oomhero.sources.ebpf import Crossing
     from oomhero.targets import Target
 
 
@@ -50,6 +52,26 @@ class Actions:
         crossing, target.crossing = target.crossing, None  # the probe's event that woke it
         self.report.clear(target, "unreadable")
         self.report.clear(target, "unlimited")
+        if crossing is None and not decision.changed and decision.signal is None:
+            # The common case, an idle target: no log line to build unless debug is on.
+            if log.debugging():
+                self.report.sampled(
+                    _sample_fields(target, sample, source), next_in, target.growth.rate
+                )
+        else:
+            self._loud(target, sample, decision, source, next_in, crossing)
+        self.listeners.sampled(target, sample.memory, sample.percent, decision, source)
+
+    def _loud(
+        self,
+        target: Target,
+        sample: Sample,
+        decision: Decision,
+        source: str,
+        next_in: float,
+        crossing: Crossing | None,
+    ) -> None:
+        """A sample that says something: a probe's crossing, a level change, a signal."""
         fields = _sample_fields(target, sample, source)
         if crossing is not None:
             # What the probe saw at the charge itself, and how long until this sample.
@@ -63,7 +85,6 @@ class Actions:
         if decision.signal is not None:
             self.signaller.signal(target, decision, fields)
             self.listeners.crossed(target, sample, decision, source)
-        self.listeners.sampled(target, sample.memory, sample.percent, decision, source)
 
     def unlimited(self, target: Target, sample: Sample, source: str) -> None:
         self.report.clear(target, "unreadable")

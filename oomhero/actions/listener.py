@@ -16,6 +16,9 @@ if TYPE_CHECKING:  # types only: the listeners' rooms must not import the loop's
 
 
 class Listener:
+    # It reads MemorySample.inactive_file (the working set): the sampler then reads memory.stat.
+    wants_page_cache = False
+
     def sampled(
         self,
         target: Target,
@@ -50,6 +53,10 @@ class Listener:
 
 class Listeners(list[Listener], Listener):
     """The engine's listeners: a call of any Listener method reaches every one of them."""
+
+    @property
+    def wants_page_cache(self) -> bool:  # type: ignore[override]
+        return any(listener.wants_page_cache for listener in self)
 
 
 def _broadcast(name: str) -> Callable[..., None]:

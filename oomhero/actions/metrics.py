@@ -53,6 +53,8 @@ def container_labels(cgroup_path: str) -> tuple[str, str, str]:
 class Metrics(Listener):
     """The engine listener that owns the series."""
 
+    wants_page_cache = True  # the working-set gauge
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry

@@ -106,7 +106,10 @@ OUTPUT_FLAGS = (
 )  # fmt: skip
 
 NODE_ROOT_ENV = "OOMHERO_NODE_CGROUP_ROOT"
+# Forces one way of attaching the eBPF probe (bpf/README.md); no flag: it is for comparing them.
+BPF_ATTACH_ENV = "OOMHERO_BPF_ATTACH"
 KNOWN_ENV = {f.env for f in (*WATCH_FLAGS, *LOG_FLAGS, *OUTPUT_FLAGS)} | {NODE_ROOT_ENV}
+KNOWN_ENV |= {BPF_ATTACH_ENV}
 
 
 def given(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 
@@ -66,6 +67,8 @@ class CgroupDir:
         self.path = path
         self.version = version
         self.view = view
+        self._kept: dict[str, int] = {}  # file name → fd held open for pread (the sampled files)
+        self._limit: tuple[int | None] | None = None  # the limit last read (None: not yet)
         try:
             self._fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
@@ -75,6 +78,9 @@ class CgroupDir:
         return f"CgroupDir({self.path!r}, v{self.version}, {self.view} view)"
 
     def close(self) -> None:
+        for fd in self._kept.values():
+            os.close(fd)
+        self._kept.clear()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -88,23 +94,41 @@ class CgroupDir:
         return f"/proc/self/fd/{self._fd}/{name}"
 
     def read(self, name: str) -> str:
+        """One file's text: opened, read, closed (see ``read_kept`` for the sampled files)."""
         try:
             fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._fd)
         except OSError as exc:
-            raise CgroupError(
-                exc.errno, f"cannot read {self.path}/{name}: {exc.strerror}"
-            ) from None
+            raise self._error(name, exc) from None
         try:
             chunks = []
             while chunk := os.read(fd, 65536):
                 chunks.append(chunk)
             return b"".join(chunks).decode()
         except OSError as exc:
-            raise CgroupError(
-                exc.errno, f"cannot read {self.path}/{name}: {exc.strerror}"
-            ) from None
+            raise self._error(name, exc) from None
         finally:
             os.close(fd)
+
+    def read_kept(self, name: str) -> str:
+        """One file's text through a descriptor kept open from the first read: every sample is a
+        single ``pread`` at offset 0 (cgroup files are regenerated at each read from 0), not an
+        open + read + close. Where no descriptor is left (EMFILE), it reads as ``read`` does."""
+        fd = self._kept.get(name)
+        if fd is None:
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._fd)
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    return self.read(name)
+                raise self._error(name, exc) from None
+            self._kept[name] = fd
+        try:
+            return _pread_all(fd).decode()
+        except OSError as exc:
+            raise self._error(name, exc) from None
+
+    def _error(self, name: str, exc: OSError) -> CgroupError:
+        return CgroupError(exc.errno, f"cannot read {self.path}/{name}: {exc.strerror}")
 
     def has(self, name: str) -> bool:
         try:
@@ -115,22 +139,33 @@ class CgroupDir:
 
     def usage(self) -> int:
         """Bytes charged to the cgroup now (and below it)."""
-        return int(self.read("memory.current" if self.version == 2 else "memory.usage_in_bytes"))
+        return int(
+            self.read_kept("memory.current" if self.version == 2 else "memory.usage_in_bytes")
+        )
 
-    def sample(self) -> MemorySample:
-        if self.version == 2:
-            current = self.usage()
-            limit = parse_limit(self.read("memory.max"))
-            inactive = parse_flat_keyed(self.read("memory.stat")).get("inactive_file", 0)
-            return MemorySample(current, limit, inactive)
+    def sample(self, inactive_file: bool = True, limit: bool = True) -> MemorySample:
+        """Usage and limit. ``inactive_file``: also memory.stat's page cache (what the
+        working-set metric subtracts; without it, 0 and memory.stat is not read on v2).
+        ``limit``: read the limit again; False: the one read last time (the limit files never
+        notify, and rarely change: the sampler re-reads them at its slowest cadence)."""
+        if limit or self._limit is None:
+            self._limit = (self._read_limit(),)
         current = self.usage()
-        limit = parse_limit(self.read("memory.limit_in_bytes"))
-        stat = parse_flat_keyed(self.read("memory.stat"))
-        # v1 is hierarchical: a parent's smaller limit applies too.
-        inherited = stat.get("hierarchical_memory_limit")
+        if self.version == 2:
+            stat = parse_flat_keyed(self.read_kept("memory.stat")) if inactive_file else {}
+            return MemorySample(current, self._limit[0], stat.get("inactive_file", 0))
+        stat = parse_flat_keyed(self.read_kept("memory.stat")) if inactive_file else {}
+        return MemorySample(current, self._limit[0], stat.get("total_inactive_file", 0))
+
+    def _read_limit(self) -> int | None:
+        if self.version == 2:
+            return parse_limit(self.read_kept("memory.max"))
+        limit = parse_limit(self.read_kept("memory.limit_in_bytes"))
+        # v1 is hierarchical: a parent's smaller limit applies too (memory.stat says which).
+        inherited = parse_flat_keyed(self.read_kept("memory.stat")).get("hierarchical_memory_limit")
         if inherited is not None and inherited < V1_UNLIMITED_FLOOR:
             limit = inherited if limit is None else min(limit, inherited)
-        return MemorySample(current, limit, stat.get("total_inactive_file", 0))
+        return limit
 
     def events(self) -> dict[str, int]:
         """memory.events on v2; on v1 the oom counters of memory.oom_control and failcnt."""
@@ -168,6 +203,18 @@ class CgroupDir:
                 except OSError:
                     continue  # a child cgroup removed while walking
         return pids
+
+
+def _pread_all(fd: int, size: int = 65536) -> bytes:
+    """The sampled files are one record each (memory.stat too: a few KiB), which the kernel
+    returns whole: one ``pread`` unless it fills the buffer."""
+    chunk = os.pread(fd, size, 0)
+    chunks, offset = [chunk], len(chunk)
+    while len(chunk) == size:
+        chunk = os.pread(fd, size, offset)
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
 
 
 def read_text(path: str) -> str:

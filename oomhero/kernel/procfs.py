@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
 from dataclasses import dataclass
 
 PF_KTHREAD = 0x00200000
@@ -54,6 +56,25 @@ def read_caught(pid: int, proc: str = "/proc") -> int | None:
             return parse_caught(f.read())
     except (OSError, ValueError):
         return None
+
+
+def process_count(proc: str = "/proc") -> int:
+    """A number that changes whenever a process starts or exits: /proc's link count, which the
+    kernel sets to its fixed entries plus the number of processes (threads do not count). One
+    stat, where listing and reading /proc costs a few syscalls per process."""
+    return os.stat(proc).st_nlink
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft limit on open files to the hard one, and return it: a target holds a few
+    descriptors for good (its directory, the files sampled, a PSI trigger, a pidfd per
+    process), so hundreds of targets pass the usual soft 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft
 
 
 def list_pids(proc: str = "/proc") -> list[int]:

@@ -91,6 +91,8 @@ class WakeSources:
         limit = sample.limit
         if self.probe is not None:
             self.probe.follow(key, limit, own.warning, own.critical, level, sample.current)
+        if "eventfd" not in self.names or cgroup.version != 1:
+            return None  # no v1 thresholds to keep: nothing to compute at every sample
         wanted = threshold_bytes(own.warning, own.critical, own.hysteresis, limit) if limit else []
         return self.follow_limit(key, cgroup, wanted)
 

@@ -57,6 +57,7 @@ class Target:
     last_sample: MemorySample | None = None
     next_sample_at: float = 0.0  # monotonic time; 0: sample at once
     growth: GrowthEstimate = field(default_factory=GrowthEstimate)
+    limit_read_at: float | None = None  # monotonic time the sampler last read the limit
     events_seen: dict[str, int] = field(default_factory=dict)  # memory.events counters
     missing_sources: dict[str, str] = field(default_factory=dict)  # source → why not
     crossing: Crossing | None = None  # the eBPF probe's event that woke this sample

@@ -357,9 +357,13 @@ def tmux(tmp_path):
 
 
 def set_usage(cgroup, pct: float) -> None:
-    """A new memory.current, swapped in whole (never read half written)."""
-    (cgroup / "memory.current.new").write_text(f"{int(LIMIT * pct / 100)}\n")
-    os.replace(cgroup / "memory.current.new", cgroup / "memory.current")
+    """A new memory.current, written in place as the kernel's file changes (oomhero keeps it
+    open): one fixed-width write at offset 0, never a file half written or truncated."""
+    fd = os.open(cgroup / "memory.current", os.O_WRONLY)
+    try:
+        os.pwrite(fd, f"{int(LIMIT * pct / 100):>20}\n".encode(), 0)
+    finally:
+        os.close(fd)
 
 
 def start_top(tmux, *cgroups) -> None:

@@ -434,3 +434,27 @@ def test_open_for_pid_of_a_gone_process_is_an_error(tmp_path):
     with pytest.raises(CgroupError, match="pid 42 is gone") as info:
         open_for_pid(42, prefer_root_view=True, proc=str(tmp_path / "proc"))
     assert info.value.errno == errno.ESRCH
+
+
+def test_cgroup_dir_keeps_the_sampled_files_open(tmp_path, opened):
+    # A sample is a pread on descriptors opened once: no open per sample, and the value read
+    # is the file's as it is now.
+    directory = v2_dir(tmp_path / "g")
+    cgroup = opened(str(directory), 2)
+    cgroup.sample()
+    kept = set(cgroup._kept)
+    assert kept == {"memory.current", "memory.max", "memory.stat"}
+    (directory / "memory.max").write_text(f"{200 * MIB}\n")
+    assert cgroup.sample().limit == 200 * MIB
+    assert set(cgroup._kept) == kept
+    cgroup.close()
+    assert cgroup._kept == {}
+
+
+def test_cgroup_dir_v2_sample_without_the_page_cache_skips_memory_stat(tmp_path, opened):
+    directory = v2_dir(tmp_path / "g")
+    (directory / "memory.stat").unlink()
+    cgroup = opened(str(directory), 2)
+    assert cgroup.sample(inactive_file=False) == MemorySample(96 * MIB, 128 * MIB, 0)
+    with pytest.raises(CgroupError):
+        cgroup.sample()

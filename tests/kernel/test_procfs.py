@@ -13,6 +13,8 @@ from oomhero.kernel.procfs import (
     list_pids,
     parse_caught,
     parse_stat,
+    process_count,
+    raise_open_file_limit,
     read_caught,
     read_proc,
 )
@@ -219,3 +221,28 @@ def test_chosen_main_lists_every_unrelated_top_process(sleeper, recorder):
         assert [t.pid for t in processes.chosen("main")] == sorted([sleeper.pid, recorder.pid])
     finally:
         processes.close()
+
+
+def test_process_count_rises_with_processes_started():
+    # The count is the whole machine's (other processes come and go): twenty children at
+    # once stand out of that noise.
+    before = process_count()
+    children = [subprocess.Popen(["sleep", "30"]) for _ in range(20)]
+    try:
+        assert process_count() > before
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+
+
+def test_raise_open_file_limit_reaches_the_hard_limit():
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 256), hard))
+        assert raise_open_file_limit() == hard
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -398,3 +398,35 @@ def test_kernel_without_a_charge_function_to_probe(tmp_path):
     with pytest.raises(ProbeError, match="no memcg charge function"):
         charge_function(str(kallsyms))
     assert charge_function() in ("try_charge_memcg", "try_charge")  # this kernel has one
+
+
+def test_attach_forced_to_a_kprobe_still_fires(tmp_path, cleanup, monkeypatch):
+    # OOMHERO_BPF_ATTACH (the bench's core-kprobe mode): the same object, its kprobe program.
+    monkeypatch.setenv("OOMHERO_BPF_ATTACH", "kprobe")
+    cgroup = make_cgroup("forced", 128 * MIB)
+    workload = Workload(cgroup, tmp_path / "signals.jsonl")
+    watcher = Watcher([cgroup], tmp_path / "log", *PROBE_ONLY)
+    try:
+        wait_for(lambda: probe_records(watcher), COMPILE_TIMEOUT, "the probe to load")
+        (ready,) = probe_records(watcher)
+        assert (ready["msg"], ready["loader"], ready["attach"]) == (
+            "source ready",
+            "core",
+            "kprobe",
+        )
+        workload.to(55)
+        wait_for(workload.signals, 60, "SIGUSR1")
+    finally:
+        workload.stop()
+        watcher.stop()
+
+
+def test_attach_forced_to_an_unknown_way_is_one_line(tmp_path, cleanup, monkeypatch):
+    monkeypatch.setenv("OOMHERO_BPF_ATTACH", "uprobe")
+    watcher = Watcher([make_cgroup("forced", 128 * MIB)], tmp_path / "log", *PROBE_ONLY)
+    try:
+        wait_for(lambda: probe_records(watcher), COMPILE_TIMEOUT, "the probe's line")
+        (line,) = probe_records(watcher)
+        assert line["msg"] == "source unavailable" and "OOMHERO_BPF_ATTACH=uprobe" in line["why"]
+    finally:
+        watcher.stop()

@@ -8,7 +8,15 @@ import subprocess
 import pytest
 
 from oomhero.kernel.locate import open_for_pid
-from tests.real_kernel.kit import MIB, Workload, make_cgroup, oomhero, remove_test_cgroups
+from tests.real_kernel.kit import (
+    MIB,
+    Watcher,
+    Workload,
+    make_cgroup,
+    oomhero,
+    remove_test_cgroups,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.guest_v2, pytest.mark.guest_v1]
 
@@ -86,3 +94,22 @@ def test_unlimited_cgroup_reads_as_no_limit(tmp_path):
         process.wait()
     finally:
         remove_test_cgroups()
+
+
+def test_a_lowered_limit_is_noticed_by_the_next_poll(loaded_cgroup, tmp_path):
+    # The sampled files stay open between samples (one pread each) and the limit is re-read
+    # at the polling interval: a limit lowered under a running workload is seen, and its
+    # working set (40 % of the old limit; the page cache can be reclaimed) becomes a warning.
+    cgroup, workload = loaded_cgroup
+    flags = ("--interval", "1s", "--sources", "none", "--metric", "working-set")
+    watcher = Watcher([cgroup], tmp_path / "log", *flags, "--warning", "70", "--critical", "95")
+    try:
+        wait_for(lambda: watcher.process.poll() is None, 5, "oomhero running")
+        assert workload.signals() == []
+        working_set = kernel_figures(cgroup)[2]
+        cgroup.limit_file.write_text(str(int(working_set / 0.8) // 4096 * 4096))  # at ~80 %
+        wait_for(lambda: watcher.records("rose to warning"), 30, "warning after the limit change")
+        wait_for(lambda: workload.signals(), 30, "SIGUSR1 after the limit change")
+        assert [s["signal"] for s in workload.signals()] == ["SIGUSR1"]
+    finally:
+        watcher.stop()

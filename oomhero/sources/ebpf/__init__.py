@@ -19,6 +19,7 @@ import os
 import select
 import threading
 
+from oomhero.config.table import BPF_ATTACH_ENV
 from oomhero.kernel.cgroup import CgroupDir
 from oomhero.sources.ebpf import common
 from oomhero.sources.ebpf.bcc import ChargeProbe, bcc_prerequisites
@@ -92,15 +93,24 @@ def core_refusal(function: str, btf: str = KERNEL_BTF) -> str | None:
     return why
 
 
+# One way of attaching, forced (the bench compares them): fentry or kprobe (the CO-RE object),
+# or bcc (its compiled kprobe, as where there is no BTF). Unset: fentry, then kprobe, then bcc.
+ATTACH_ENV = BPF_ATTACH_ENV
+ATTACH_CHOICES = ("fentry", "kprobe", "bcc")
+
+
 def _load_core(
-    signal_on_critical: int, function: str, btf: str
+    signal_on_critical: int, function: str, btf: str, attach: str | None = None
 ) -> tuple[CoreProbe | None, str | None]:
-    """The CO-RE probe loaded and attached, or None and why not."""
+    """The CO-RE probe loaded and attached (by ``attach`` only, when given), or None and why
+    not."""
+    if attach == "bcc":
+        return None, f"{ATTACH_ENV}=bcc"
     if not os.path.exists(btf):
         return None, f"no kernel BTF at {btf}"
     core = CoreProbe(signal_on_critical)
     try:
-        core.start(function)
+        core.start(function, attach)
     except ProbeError as exc:
         return None, f"the CO-RE object was refused: {exc}"
     return core, None
@@ -113,7 +123,10 @@ def load_probe(
     is refused) bcc, if ``bcc``. Returns it and why it is not CO-RE (None when it is);
     ProbeError when neither loads, naming both reasons."""
     function = common.prerequisites()  # both loaders need these: no point trying either
-    core, why = _load_core(signal_on_critical, function, btf)
+    attach = os.environ.get(ATTACH_ENV) or None
+    if attach not in (None, *ATTACH_CHOICES):
+        raise ProbeError(f"{ATTACH_ENV}={attach}: expected one of {', '.join(ATTACH_CHOICES)}")
+    core, why = _load_core(signal_on_critical, function, btf, attach)
     if core is not None:
         return core, None
     if not bcc:

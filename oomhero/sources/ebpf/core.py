@@ -53,14 +53,15 @@ class CoreProbe:
         self._watches_fd = -1
         self._pending: list[Crossing] = []
 
-    def start(self, function: str) -> None:
-        """Load the first program that the kernel takes for ``function``; ProbeError if none."""
+    def start(self, function: str, attach_only: str | None = None) -> None:
+        """Load the first program that the kernel takes for ``function`` (of the ``attach_only``
+        kind when given); ProbeError if none."""
         if not self.path.exists():
             raise ProbeError(f"no CO-RE object at {self.path} (the build makes it with clang)")
         started = time.monotonic()
         refusals = []
         for (attach, target), program in PROGRAMS.items():
-            if target != function:
+            if target != function or attach_only not in (None, attach):
                 continue
             # Each try opens the object afresh (a refused load leaves it unusable); a file
             # libbpf cannot open is refused for every program alike.
