@@ -84,7 +84,8 @@ class Engine:
         self.sources.follow_target(target, sample.memory)
         own, level, rate = target.settings, target.state.level, target.growth.rate
         covered = self.sources.covers(target.key, level)
-        delay = self.polling.delay(own, level, sample.value, sample.memory.limit, rate, covered)
+        limit = sample.memory.limit
+        delay = self.polling.delay(own, level, sample.value, limit, rate, covered, now)
         target.next_sample_at = now + delay
         self.actions.decided(target, sample, decision, source, delay)
         return decision

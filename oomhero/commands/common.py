@@ -8,9 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from oomhero import log
-from oomhero.actions.metrics import Metrics
-from oomhero.actions.metrics import serve as serve_metrics
-from oomhero.actions.webhook import Webhook
 from oomhero.config import (
     ConfigError,
     WatchSettings,
@@ -102,6 +99,11 @@ def start_outputs(outputs: Outputs, engine: Engine) -> list[Callable[[], None]]:
     """Attach metrics and webhook to the engine; returns what needs closing."""
     closers = []
     if outputs.metrics_port is not None:
+        # Imported when asked for: prometheus_client and http.server are a good part of the
+        # start-up of every oomhero, seconds under emulation.
+        from oomhero.actions.metrics import Metrics
+        from oomhero.actions.metrics import serve as serve_metrics
+
         address, port = outputs.metrics_address, outputs.metrics_port
         metrics = Metrics()
         try:
@@ -114,6 +116,8 @@ def start_outputs(outputs: Outputs, engine: Engine) -> list[Callable[[], None]]:
             logging.INFO, "serving metrics", address=address, port=port, paths="/metrics /healthz"
         )
     if outputs.webhook is not None:
+        from oomhero.actions.webhook import Webhook
+
         webhook = Webhook(outputs.webhook, outputs.webhook_timeout, outputs.webhook_retries)
         engine.listeners.append(webhook)
         closers.append(webhook.close)

@@ -6,9 +6,7 @@ import argparse
 import json
 import sys
 from dataclasses import asdict, dataclass
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from oomhero.config import WatchSettings
 from oomhero.kernel.cgroup import CgroupDir, CgroupError
@@ -16,6 +14,9 @@ from oomhero.kernel.locate import membership_of, open_for_pid
 from oomhero.kernel.procfs import list_pids, read_proc
 from oomhero.sources import probe
 from oomhero.targets.cgroups import resolve_cgroup
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 MIB = 1024 * 1024
 HELP = "table of memory cgroups: usage, limit, events, PSI"
@@ -36,6 +37,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(to_json(rows))
     else:
+        # rich when a table is drawn: the CLI imports every command, and imports are most
+        # of oomhero's start-up (seconds under emulation).
+        from rich.console import Console
+
         # Piped output has no terminal width to wrap to: keep paths on one line.
         render(rows, Console(width=None if sys.stdout.isatty() else 200))
     return 1 if any(row.error for row in rows) and args.targets else 0
@@ -118,6 +123,8 @@ def _mib(value: int | None) -> str:
 
 
 def render(rows: list[Row], console: Console) -> None:
+    from rich.table import Table
+
     table = Table(title="memory cgroups (MiB)")
     for column in (
         "cgroup",

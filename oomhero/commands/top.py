@@ -22,9 +22,7 @@ import sys
 import termios
 import tty
 from collections.abc import Iterator
-
-from rich.console import Console
-from rich.live import Live
+from typing import TYPE_CHECKING
 
 from oomhero import log
 from oomhero.commands.common import (
@@ -35,10 +33,14 @@ from oomhero.commands.common import (
     setup_logging,
     start_outputs,
 )
-from oomhero.commands.top_view import REDRAW, TopView
 from oomhero.engine import Engine
 from oomhero.targets.cgroups import CgroupScanner
 from oomhero.targets.pod import PodScanner
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from oomhero.commands.top_view import TopView
 
 HELP = "watch as watch does, with a live view instead of log lines"
 DESCRIPTION = (
@@ -107,6 +109,12 @@ def cbreak(fd: int) -> Iterator[None]:
 
 def show(engine, console: Console | None = None, stdin=None) -> int:
     """Run ``engine`` under the live view until q, SIGTERM or SIGINT."""
+    # rich here: the CLI imports every command, and imports are most of oomhero's start-up.
+    from rich.console import Console
+    from rich.live import Live
+
+    from oomhero.commands.top_view import REDRAW, TopView
+
     if console is None:
         # Piped output has no terminal width to fit: keep rows on one line, as status does.
         console = Console(width=None if sys.stdout.isatty() else 200)

@@ -19,11 +19,14 @@ import signal
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
 
 from oomhero.config import ConfigError, parse_size
 from oomhero.kernel.cgroup import CgroupDir, CgroupError
 from oomhero.kernel.locate import open_own
+
+if TYPE_CHECKING:
+    from http.server import ThreadingHTTPServer
 
 CHUNK = 1024 * 1024
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -119,6 +122,10 @@ class Bloat:
 
 
 def serve_health(bloat: Bloat, port: int) -> ThreadingHTTPServer:
+    # Imported here: every oomhero command imports this module (bloat is a verb), and
+    # imports are most of the start-up.
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             code = 200 if bloat.healthy else 500

@@ -14,8 +14,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 
 from oomhero.config import WatchSettings
 from oomhero.engine import Engine
@@ -31,6 +29,10 @@ def free_port() -> int:
 
 
 def healthz(port: int) -> int | None:
+    # Imported here (urllib brings http.client and ssl): every oomhero command imports the demo.
+    import urllib.error
+    import urllib.request
+
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=0.5) as reply:
             return reply.status

@@ -85,16 +85,19 @@ class Polling:
         limit: int,
         rate: float,
         covered: bool = False,
+        now: float = 0.0,
     ) -> float:
         """Seconds until the next sample of a target at ``level`` with its ``own`` thresholds,
         at ``value`` of ``limit`` bytes now, growing at ``rate`` bytes/s. ``covered``: a kernel
         source checks its next threshold at every charge (the eBPF probe, armed), so adaptive
-        polling relaxes to the ceiling, the safety net for what that source cannot see."""
+        polling relaxes to the ceiling, the safety net for what that source cannot see; on a
+        grid of the ceiling from clock time 0 (``now``), so that every covered target falls due
+        in the same wake, as fixed polling's do."""
         s = self.settings
         if s.interval is not None:
             return s.interval
         if covered:
-            return s.poll_ceiling
+            return s.poll_ceiling - now % s.poll_ceiling
         above = {Level.OK: own.warning, Level.WARNING: own.critical}.get(level)
         next_threshold = None if above is None else int(limit * above / 100)
         return next_delay(value, next_threshold, rate, s.poll_floor, s.poll_ceiling, s.poll_burst)

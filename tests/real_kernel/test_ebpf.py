@@ -11,6 +11,7 @@ a crossing from the probe; seen once on 6.12.)"""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -231,7 +232,10 @@ def test_polling_relaxes_to_the_ceiling_while_the_probe_is_armed(tmp_path, clean
         records = watcher.stop()
     before = _samples(records[: _index(records, "source ready")])
     idle = [r for r in _samples_after_ready(records) if r["percent"] < 10]
-    assert idle and all(r["next_in"] == 1.0 for r in idle), idle
+    # Once per ceiling (1 s), on its grid: after the first gap onto it, a second apart.
+    gaps = [b["time"] - a["time"] for a, b in itertools.pairwise(idle)][1:]
+    assert gaps and all(0.9 < gap < 1.1 for gap in gaps), idle
+    assert all(r["next_in"] <= 1.0 for r in idle), idle
     assert all(r["next_in"] < 0.2 for r in before), before  # adaptive, before the probe
     assert _handled(events)[:2] == ["SIGUSR1", "SIGUSR2"] and oom_kills == 0
     sent = [r for r in records if r.get("msg") == "signal sent"]

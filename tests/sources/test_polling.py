@@ -67,6 +67,10 @@ def test_a_target_the_probe_covers_is_polled_at_the_ceiling_only():
     assert polling.delay(own, Level.OK, 0, limit, 0.0) < 0.2
     # The armed probe sees that burst at the charge: polling is only the safety net.
     assert polling.delay(own, Level.OK, 0, limit, 0.0, covered=True) == settings.poll_ceiling
+    # On a grid of the ceiling: covered targets sampled at different times fall due together.
+    late = polling.delay(own, Level.OK, 0, limit, 0.0, covered=True, now=41.75)
+    early = polling.delay(own, Level.OK, 0, limit, 0.0, covered=True, now=41.25)
+    assert 41.75 + late == pytest.approx(42.0) and 41.25 + early == pytest.approx(42.0)
     # OOMHero's fixed interval stays what was asked for.
     fixed = WatchSettings(interval=0.5)
     assert Polling(fixed).delay(fixed, Level.OK, 0, limit, 0.0, covered=True) == 0.5
