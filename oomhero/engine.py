@@ -45,7 +45,10 @@ class Engine:
         self.fds = Wakeups()  # what the loop waits on
         self.add_source = self.fds.add  # another fd for the loop (top's keys)
         self.listeners, report = Listeners(), Report()
-        self.polling, self.sampler = Polling(settings), Sampler(settings, self.listeners)
+        self.polling, self.sampler = (
+            Polling(settings),
+            Sampler(settings, lambda: self.listeners.wants_page_cache),
+        )
         self.sources = WakeSources(
             settings, self.fds.add, self.fds.remove, report.globally, report.once_globally
         )

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from oomhero.actions.listener import Listener
 from oomhero.config import WatchSettings
 from oomhero.kernel.cgroup import CgroupDir, CgroupError, MemorySample
 from oomhero.policy import Level, pressure_level
@@ -24,10 +23,13 @@ class Sample:
 
 
 class Sampler:
-    def __init__(self, settings: WatchSettings, listeners: Listener | None = None) -> None:
-        """``listeners``: whoever else sees the samples (one of them may want the working set)."""
+    def __init__(
+        self, settings: WatchSettings, listener_wants_page_cache: Callable[[], bool] = lambda: False
+    ) -> None:
+        """``listener_wants_page_cache()``: whether whoever else sees the samples (the
+        listeners) wants the working set, whatever the metric."""
         self.settings = settings
-        self.listeners = listeners
+        self.listener_wants_page_cache = listener_wants_page_cache
 
     def read(self, target: Target, now: float) -> Sample:
         """Raises CgroupError or ValueError when the target cannot be read."""
@@ -59,7 +61,7 @@ class Sampler:
         """memory.stat is read only when the working set is wanted: by the metric, or a listener."""
         if self.settings.metric == "working-set":
             return True
-        return self.listeners is not None and self.listeners.wants_page_cache
+        return self.listener_wants_page_cache()
 
     def pressure(self, target: Target, unreadable: Callable[[Target], None]) -> Level:
         """The level PSI conditions alone reach; ``unreadable(target)`` when they apply but

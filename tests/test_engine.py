@@ -485,12 +485,17 @@ def test_memory_stat_is_read_only_for_the_working_set(tmp_path):
     target = Target("g", "g", cgroup)
     try:
         listeners = Listeners()
-        assert Sampler(WatchSettings(), listeners).read(target, 1.0).value == 96 * MIB
+        assert (
+            Sampler(WatchSettings(), lambda: listeners.wants_page_cache).read(target, 1.0).value
+            == 96 * MIB
+        )
         with pytest.raises(CgroupError):
-            Sampler(WatchSettings(metric="working-set"), listeners).read(target, 2.0)
+            Sampler(WatchSettings(metric="working-set"), lambda: listeners.wants_page_cache).read(
+                target, 2.0
+            )
         listeners.append(Metrics())
         with pytest.raises(CgroupError):
-            Sampler(WatchSettings(), listeners).read(target, 3.0)
+            Sampler(WatchSettings(), lambda: listeners.wants_page_cache).read(target, 3.0)
     finally:
         cgroup.close()
 
