@@ -31,6 +31,13 @@ struct {
 } watches SEC(".maps");
 
 struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct last_charge);
+} last_charges SEC(".maps");
+
+struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
     __uint(max_entries, 16 * 4096);
 } events SEC(".maps");
@@ -58,6 +65,11 @@ static __always_inline void check(struct mem_cgroup *memcg, unsigned int nr_page
 // try_charge() before 5.15 with the same arguments: the charged cgroup, then its ancestors.
 static __always_inline int on_charge(struct mem_cgroup *memcg, unsigned int nr_pages)
 {
+    __u32 zero = 0;
+    struct last_charge *seen = bpf_map_lookup_elem(&last_charges, &zero);
+    __u64 usage = BPF_CORE_READ(memcg, memory.usage.counter);
+    if (!seen || seen_before(seen, (__u64)memcg, usage, nr_pages))
+        return 0;
     for (int depth = 0; depth < MAX_DEPTH && memcg; depth++) {
         check(memcg, nr_pages);
         struct cgroup_subsys_state *parent = BPF_CORE_READ(memcg, css.parent);

@@ -26,6 +26,27 @@ struct watch {
     __u32 pad;
 };
 
+// The value of the per-CPU `last` map: the charge this CPU checked last. Most charges are served
+// from the per-CPU stock (a batch of 64 pages charged at once) and move no page counter: with
+// the same cgroup and usage as last time, there is nothing new to check, in it or its ancestors.
+struct last_charge {
+    __u64 memcg;  // the charged mem_cgroup's address
+    __u64 usage_pages;
+    __u64 nr_pages;
+};
+
+// Whether this charge is the last one again (and if not, remember it).
+static __always_inline int seen_before(struct last_charge *last, __u64 memcg, __u64 usage_pages,
+                                       __u64 nr_pages)
+{
+    if (last->memcg == memcg && last->usage_pages == usage_pages && nr_pages <= last->nr_pages)
+        return 1;
+    last->memcg = memcg;
+    last->usage_pages = usage_pages;
+    last->nr_pages = nr_pages;
+    return 0;
+}
+
 // One record of the `events` ring buffer.
 struct event {
     __u64 cgroup_id;

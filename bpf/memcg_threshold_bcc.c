@@ -11,6 +11,7 @@
 #include "memcg_threshold.h"
 
 BPF_HASH(watches, u64, struct watch, 4096);
+BPF_PERCPU_ARRAY(last_charges, struct last_charge, 1);
 BPF_RINGBUF_OUTPUT(events, 16);
 
 // One cgroup of the charged one's line: report a crossing of its armed thresholds, if any.
@@ -36,6 +37,10 @@ static __always_inline void check(struct mem_cgroup *memcg, unsigned int nr_page
 int on_charge(struct pt_regs *ctx, struct mem_cgroup *memcg, gfp_t gfp_mask,
               unsigned int nr_pages)
 {
+    u32 zero = 0;
+    struct last_charge *seen = last_charges.lookup(&zero);
+    if (!seen || seen_before(seen, (u64)memcg, memcg->memory.usage.counter, nr_pages))
+        return 0;
     for (int depth = 0; depth < MAX_DEPTH && memcg; depth++) {
         check(memcg, nr_pages);
         struct cgroup_subsys_state *parent = NULL;
