@@ -98,17 +98,26 @@ def test_unlimited_cgroup_reads_as_no_limit(tmp_path):
 
 def test_a_lowered_limit_is_noticed_by_the_next_poll(loaded_cgroup, tmp_path):
     # The sampled files stay open between samples (one pread each) and the limit is re-read
-    # at the polling interval: a limit lowered under a running workload is seen, and its
-    # working set (40 % of the old limit; the page cache can be reclaimed) becomes a warning.
+    # at the polling interval: a limit lowered under a running workload, after oomhero's first
+    # sample, is seen at a later one. The new limit is set from the memory reclaim cannot take
+    # without swap, anonymous and shared (the workload's mmap is shmem): whatever page cache the
+    # kernel drops to fit it, the working set stays at 90 % or more of it, above the warning.
     cgroup, workload = loaded_cgroup
     flags = ("--interval", "1s", "--sources", "none", "--metric", "working-set")
-    watcher = Watcher([cgroup], tmp_path / "log", *flags, "--warning", "70", "--critical", "95")
+    thresholds = ("--warning", "85", "--critical", "100", "--log-level", "debug")
+    watcher = Watcher([cgroup], tmp_path / "log", *flags, *thresholds)
     try:
-        wait_for(lambda: watcher.process.poll() is None, 5, "oomhero running")
-        assert workload.signals() == []
-        working_set = kernel_figures(cgroup)[2]
-        cgroup.limit_file.write_text(str(int(working_set / 0.8) // 4096 * 4096))  # at ~80 %
-        wait_for(lambda: watcher.records("rose to warning"), 30, "warning after the limit change")
+        wait_for(lambda: watcher.records("sampled"), 10, "oomhero's first sample")
+        assert not watcher.records("rose to warning"), "the working set is below 85 % at first"
+        stat = dict(line.split() for line in cgroup.read("memory.stat").splitlines())
+        keys = ("anon", "shmem") if cgroup.version == 2 else ("total_rss", "total_shmem")
+        unreclaimable = sum(int(stat[key]) for key in keys)
+        lowered = int(unreclaimable / 0.9) // 4096 * 4096
+        cgroup.limit_file.write_text(str(lowered))
+        (warning,) = wait_for(
+            lambda: watcher.records("rose to warning"), 30, "warning after the limit change"
+        )
+        assert warning["limit_mib"] == round(lowered / MIB, 1), warning
         wait_for(lambda: workload.signals(), 30, "SIGUSR1 after the limit change")
         assert [s["signal"] for s in workload.signals()] == ["SIGUSR1"]
     finally:
