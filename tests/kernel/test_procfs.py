@@ -10,6 +10,7 @@ from oomhero.kernel.procfs import (
     ProcessSet,
     ProcInfo,
     TrackedProcess,
+    kernel_symbols_among,
     list_pids,
     parse_caught,
     parse_stat,
@@ -246,3 +247,15 @@ def test_raise_open_file_limit_reaches_the_hard_limit():
         assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_kernel_symbols_among_matches_whole_names_only(tmp_path):
+    kallsyms = tmp_path / "kallsyms"
+    kallsyms.write_text(
+        "ffffffff81000000 T _stext\n"
+        "ffffffff81234560 t mem_cgroup_try_charge\n"  # ends with try_charge: not it
+        "ffffffff81234570 T try_charge_memcg\n"
+        "ffffffffc0001000 t try_charge\t[some_module]\n"  # a module's: not the kernel's
+    )
+    found = kernel_symbols_among(("try_charge_memcg", "try_charge"), str(kallsyms))
+    assert found == {"try_charge_memcg"}

@@ -11,7 +11,7 @@ import ctypes
 import os
 from dataclasses import dataclass
 
-from oomhero.kernel.procfs import effective_capabilities, kernel_symbols
+from oomhero.kernel.procfs import effective_capabilities, kernel_symbols_among
 
 # Probe targets whose arguments are (memcg, gfp_mask, nr_pages), newest kernels first.
 CHARGE_FUNCTIONS = ("try_charge_memcg", "try_charge")
@@ -98,7 +98,7 @@ def next_armed_bit(level: int) -> int:
 def charge_function(kallsyms: str = "/proc/kallsyms") -> str:
     """The first probe-able charge function this kernel has."""
     try:
-        names = kernel_symbols(kallsyms)
+        names = kernel_symbols_among(CHARGE_FUNCTIONS, kallsyms)
     except OSError as exc:
         raise ProbeError(f"cannot read {kallsyms}: {exc.strerror}") from None
     for name in CHARGE_FUNCTIONS:
