@@ -89,9 +89,12 @@ def test_sidecar_signals_the_limited_container_only(workdir):
     warning_pct = signals[0]["cgroup_usage"] * 100 / limit
     critical_pct = signals[1]["cgroup_usage"] * 100 / limit
     # Handled at a usage within a few points above each threshold: 100 ms polling of a
-    # 16 MiB/s workload is ~1.3 points a tick; the rest is the guest's slowness.
-    assert 75 <= warning_pct < 82, warning_pct
-    assert 90 <= critical_pct < 97, critical_pct
+    # 16 MiB/s workload is ~1.3 points a tick; the rest is the guest's slowness. The probe (a
+    # default source, loaded as root) sees the crossing at the charge, and the app's own reading
+    # after it may be up to one charge batch (64 pages, 0.2 points) lower.
+    batch = 64 * 4096 * 100 / limit
+    assert 75 - batch <= warning_pct < 82, warning_pct
+    assert 90 - batch <= critical_pct < 97, critical_pct
     assert oom_kills == 0, "the OOM killer came before the critical signal was handled"
 
     assert not [e for e in read_jsonl(free_events) if e["event"] == "signal"]
