@@ -1,0 +1,245 @@
+"""The webhook against hostile endpoints, each a real server on loopback: one that redirects,
+one that trickles its answer a byte at a time, one that resets every connection, one that
+trickles a TLS handshake; and what a receiver gets (headers, token, the body's version)."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from oomhero.actions.webhook import BODY_VERSION, Webhook
+from oomhero.config import read_token_file
+from tests.helpers import wait_until
+
+
+class Recorder(http.server.ThreadingHTTPServer):
+    """An endpoint that records each request (method, path, headers, body) and answers
+    ``status`` with ``headers``."""
+
+    def __init__(self, status: int = 204, headers: dict[str, str] | None = None) -> None:
+        self.requests: list[dict] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def record(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                server.requests.append(
+                    {
+                        "method": self.command,
+                        "path": self.path,
+                        "headers": dict(self.headers),
+                        "body": self.rfile.read(length),
+                    }
+                )
+                self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_POST = do_GET = record
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hook"
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class RawServer:
+    """A TCP server on loopback that runs ``behave(connection)`` for each client, in a thread."""
+
+    def __init__(self, behave) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.behave = behave
+        self.accepted = 0
+        self.stopping = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._handle, args=(connection,), daemon=True).start()
+
+    def _handle(self, connection: socket.socket) -> None:
+        with contextlib.suppress(OSError), connection:
+            self.behave(connection, self.stopping)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.sock.close()
+
+
+def read_request(connection: socket.socket) -> None:
+    connection.settimeout(5)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(4096)
+        if not chunk:
+            return
+        data += chunk
+
+
+def trickle(connection: socket.socket, stopping: threading.Event) -> None:
+    """Reads the request, then answers one byte a second, forever (the answer never ends)."""
+    read_request(connection)
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000000
+    for byte in answer:
+        if stopping.wait(1.0):
+            return
+        connection.sendall(bytes([byte]))
+
+
+def trickle_tls(connection: socket.socket, stopping: threading.Event) -> None:
+    """A "TLS server" that sends its handshake one byte a second (a record header that never
+    completes), never reading what the client says."""
+    while not stopping.wait(1.0):
+        connection.sendall(b"\x16")
+
+
+def reset(connection: socket.socket, stopping: threading.Event) -> None:
+    """Reads the request and closes with RST (SO_LINGER 0): a connection reset by peer."""
+    read_request(connection)
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def records(json_log) -> list[dict]:
+    return [json.loads(line) for line in json_log.getvalue().splitlines()]
+
+
+def deliver(webhook: Webhook, body: dict | None = None) -> None:
+    webhook.queue.put(json.dumps(body or {"version": BODY_VERSION}).encode())
+
+
+def settled(webhook: Webhook, timeout: float = 30) -> None:
+    wait_until(lambda: webhook.delivered + webhook.failed >= 1, "the delivery", timeout=timeout)
+
+
+def test_a_redirect_is_a_failed_delivery_not_a_get_to_another_host(json_log):
+    elsewhere = Recorder()
+    for location in (elsewhere.url, "ftp://127.0.0.1/x"):
+        redirecting = Recorder(302, {"Location": location})
+        webhook = Webhook(redirecting.url, timeout=2, retries=3)
+        try:
+            deliver(webhook)
+            settled(webhook)
+        finally:
+            webhook.close()
+            redirecting.stop()
+        assert (webhook.delivered, webhook.failed) == (0, 1)
+        assert len(redirecting.requests) == 1, "a redirect is not retried"
+        assert redirecting.requests[0]["method"] == "POST"
+    elsewhere.stop()
+    assert elsewhere.requests == [], "the redirect was followed"
+    failures = [r for r in records(json_log) if r["msg"] == "webhook delivery failed"]
+    assert len(failures) == 2
+    for failure in failures:
+        assert failure["status"] == 302 and failure["attempts"] == 1
+        assert "redirects are not followed" in failure["why"]
+
+
+@pytest.mark.parametrize("behave", [trickle, trickle_tls], ids=["http", "tls-handshake"])
+def test_a_trickling_server_cannot_stretch_an_attempt_past_the_timeout(json_log, behave):
+    server = RawServer(behave)
+    scheme = "https" if behave is trickle_tls else "http"
+    webhook = Webhook(f"{scheme}://127.0.0.1:{server.port}/hook", timeout=1, retries=1)
+    try:
+        started = time.monotonic()
+        deliver(webhook)
+        settled(webhook)
+        took = time.monotonic() - started
+    finally:
+        webhook.close()
+        server.stop()
+    assert webhook.failed == 1 and server.accepted == 2
+    # Two attempts of at most 1 s each and a 0.5 s backoff; a busy machine gets a second more.
+    assert took < 2 * 1 + 0.5 + 1.0, took
+    (failure,) = [r for r in records(json_log) if r["msg"] == "webhook delivery failed"]
+    assert failure["attempts"] == 2 and failure["why"] == "no complete answer within 1s"
+
+
+def test_a_resetting_server_is_retried_then_given_up_with_one_line(json_log):
+    server = RawServer(reset)
+    webhook = Webhook(f"http://127.0.0.1:{server.port}/hook", timeout=2, retries=2)
+    try:
+        deliver(webhook)
+        settled(webhook)
+    finally:
+        webhook.close()
+        server.stop()
+    assert server.accepted == 3
+    (failure,) = [r for r in records(json_log) if r["msg"] == "webhook delivery failed"]
+    assert failure["attempts"] == 3 and failure["status"] is None
+    assert "reset" in failure["why"].lower() or "closed" in failure["why"].lower(), failure
+
+
+@pytest.mark.parametrize(("status", "attempts"), [(400, 1), (404, 1), (429, 2), (503, 2)])
+def test_client_errors_are_not_retried_overload_and_server_errors_are(json_log, status, attempts):
+    server = Recorder(status)
+    webhook = Webhook(server.url, timeout=2, retries=1)
+    try:
+        deliver(webhook)
+        settled(webhook)
+    finally:
+        webhook.close()
+        server.stop()
+    assert len(server.requests) == attempts
+    (failure,) = [r for r in records(json_log) if r["msg"] == "webhook delivery failed"]
+    assert (failure["status"], failure["attempts"]) == (status, attempts)
+
+
+def test_headers_a_rotated_token_file_and_the_body_version_reach_the_receiver(tmp_path):
+    server = Recorder()
+    token = tmp_path / "token"
+    token.write_text("first-token\n")  # as `kubectl create secret --from-file` writes it
+    path = str(token)
+    webhook = Webhook(
+        server.url,
+        timeout=2,
+        retries=0,
+        headers=(("X-Team", "payments"),),
+        authorization=lambda: f"Bearer {read_token_file('--webhook-token-file', path)}",
+    )
+    try:
+        deliver(webhook, {"version": BODY_VERSION, "target": "/app"})
+        wait_until(lambda: webhook.delivered == 1, "the first delivery")
+        token.write_text("second-token")  # the Secret rotated
+        deliver(webhook)
+        wait_until(lambda: webhook.delivered == 2, "the second delivery")
+        token.unlink()  # and went away: the delivery fails, saying why, not the thread
+        deliver(webhook)
+        wait_until(lambda: webhook.failed == 1, "the third delivery")
+        token.write_text("third-token")
+        deliver(webhook)
+        wait_until(lambda: webhook.delivered == 3, "the fourth delivery")
+    finally:
+        webhook.close()
+        server.stop()
+    first, second, fourth = server.requests
+    assert first["headers"]["Authorization"] == "Bearer first-token"
+    assert second["headers"]["Authorization"] == "Bearer second-token"
+    assert fourth["headers"]["Authorization"] == "Bearer third-token"
+    assert first["headers"]["X-Team"] == "payments"
+    assert first["headers"]["Content-Type"] == "application/json"
+    assert first["headers"]["User-Agent"].startswith("oomhero/")
+    assert json.loads(first["body"]) == {"version": 1, "target": "/app"}
