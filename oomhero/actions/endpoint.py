@@ -1,13 +1,15 @@
 """``--metrics-port``: ``/metrics`` and ``/healthz`` over HTTP, served so that no client can
 keep a probe from its answer.
 
-One thread serves every connection from non-blocking sockets, one request each (then closed):
+One thread serves every connection from non-blocking sockets, one request each (answered
+``Connection: close``; then its write side is shut and it is closed when the client closes, so
+no reset destroys the answer):
 
-- it holds at most MAX_CONNECTIONS; one more arriving closes the oldest still sending its
-  request (an idle one, by then: a probe sends its request as it connects and is answered in
-  the same turn), so idle sockets never take the place of the next probe;
-- each connection gets REQUEST_DEADLINE seconds from accept to its answer's last byte, and a
-  request head of MAX_HEAD bytes;
+- it holds at most MAX_CONNECTIONS; one more arriving closes the oldest already answered, else
+  the oldest still sending its request (an idle one, by then: a probe sends its request as it
+  connects and is answered in the same turn), so idle sockets never take the next probe's place;
+- each connection gets REQUEST_DEADLINE seconds from accept to its close, and a request head of
+  MAX_HEAD bytes;
 - ``/metrics`` is rendered on a second thread (thousands of series take a while), once for
   every scrape waiting, while ``/healthz`` goes on being answered;
 - a reset, a half-close or garbage costs the connection and a debug line, never a traceback.
@@ -93,9 +95,12 @@ def stalled_after(poll_ceiling: float, rescan_interval: float) -> float:
 class _Connection:
     sock: socket.socket
     deadline: float
+    # reading its request, rendering (waiting for the /metrics renderer), writing the answer,
+    # or draining: answered, its write side shut, reading until the client closes (a close with
+    # unread bytes would send a reset, which can destroy the answer before the client reads it)
+    state: str = "reading"
     head: bytearray = field(default_factory=bytearray)
-    answer: memoryview | None = None  # what is left to send
-    rendering: bool = False  # waiting for the /metrics renderer
+    answer: memoryview | bytes = b""  # what is left to send
     head_only: bool = False  # a HEAD request
 
 
@@ -192,12 +197,20 @@ class Endpoint:
             self.selector.register(sock, selectors.EVENT_READ)
 
     def _oldest(self) -> int:
-        """The oldest connection still sending its request; else the oldest of all."""
-        waiting = (fd for fd, c in self.connections.items() if c.answer is None and not c.rendering)
-        return next(waiting, next(iter(self.connections)))
+        """The oldest connection answered already, else the oldest still sending its request,
+        else the oldest of all."""
+        for state in ("draining", "reading"):
+            found = next((fd for fd, c in self.connections.items() if c.state == state), None)
+            if found is not None:
+                return found
+        return next(iter(self.connections))
 
     def _read(self, fd: int, connection: _Connection) -> None:
         data = connection.sock.recv(4096)
+        if connection.state == "draining":
+            if not data:
+                self._close(fd, None)
+            return
         if not data:
             self._close(fd, "closed by the client before its request was complete")
             return
@@ -205,11 +218,10 @@ class Endpoint:
         end = connection.head.find(b"\r\n\r\n")
         if end < 0:
             end = connection.head.find(b"\n\n")
-        if end < 0:
-            if len(connection.head) > MAX_HEAD:
-                self._reply(fd, connection, 431, TEXT, b"request head too long\n")
-            return
-        self._route(fd, connection, bytes(connection.head[:end]))
+        if end > MAX_HEAD or (end < 0 and len(connection.head) > MAX_HEAD):
+            self._reply(fd, connection, 431, TEXT, b"request head too long\n")
+        elif end >= 0:
+            self._route(fd, connection, bytes(connection.head[:end]))
 
     def _route(self, fd: int, connection: _Connection, head: bytes) -> None:
         request = head.split(b"\n", 1)[0].rstrip(b"\r").split(b" ")
@@ -224,7 +236,7 @@ class Endpoint:
             code, text = self.liveness.status()
             self._reply(fd, connection, code, TEXT, text.encode())
         elif target == b"/metrics":
-            connection.rendering = True
+            connection.state = "rendering"
             self.selector.unregister(connection.sock)
             self._to_render.put(connection)
         else:
@@ -243,20 +255,21 @@ class Endpoint:
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         ).encode()
         connection.answer = memoryview(head if connection.head_only else head + body)
-        if connection.rendering:
-            connection.rendering = False
+        if connection.state == "rendering":
             self.selector.register(connection.sock, selectors.EVENT_WRITE)
         else:
             self.selector.modify(connection.sock, selectors.EVENT_WRITE)
+        connection.state = "writing"
         self._write(fd, connection)  # most answers fit the socket's buffer: sent at once
 
     def _write(self, fd: int, connection: _Connection) -> None:
-        assert connection.answer is not None
         with contextlib.suppress(BlockingIOError):
             while connection.answer:
                 connection.answer = connection.answer[connection.sock.send(connection.answer) :]
         if not connection.answer:
-            self._close(fd, None)
+            connection.sock.shutdown(socket.SHUT_WR)
+            connection.state = "draining"
+            self.selector.modify(connection.sock, selectors.EVENT_READ)
 
     def _answer_rendered(self, connection: _Connection, body: bytes | None) -> None:
         fd = connection.sock.fileno()
@@ -273,16 +286,17 @@ class Endpoint:
     def _expire(self, now: float) -> None:
         for fd, connection in list(self.connections.items()):
             if connection.deadline <= now:
-                self._close(fd, f"no complete exchange within {REQUEST_DEADLINE:g}s")
+                answered = connection.state == "draining"
+                self._close(fd, None if answered else f"not done within {REQUEST_DEADLINE:g}s")
 
     def _close(self, fd: int, why: str | None) -> None:
         connection = self.connections.pop(fd)
         if why is not None:
             log.event(logging.DEBUG, "metrics server: connection dropped", why=why)
-        if not connection.rendering:
+        if connection.state != "rendering":
             with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(connection.sock)
-        connection.rendering = False
+        connection.state = "closed"
         connection.sock.close()
 
     # -- the renderer thread ------------------------------------------------------------------

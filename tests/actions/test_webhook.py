@@ -4,12 +4,7 @@ trickles a TLS handshake; and what a receiver gets (headers, token, the body's v
 
 from __future__ import annotations
 
-import contextlib
-import http.server
 import json
-import socket
-import struct
-import threading
 import time
 
 import pytest
@@ -17,110 +12,7 @@ import pytest
 from oomhero.actions.webhook import BODY_VERSION, Webhook
 from oomhero.config import read_token_file
 from tests.helpers import wait_until
-
-
-class Recorder(http.server.ThreadingHTTPServer):
-    """An endpoint that records each request (method, path, headers, body) and answers
-    ``status`` with ``headers``."""
-
-    def __init__(self, status: int = 204, headers: dict[str, str] | None = None) -> None:
-        self.requests: list[dict] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def record(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                server.requests.append(
-                    {
-                        "method": self.command,
-                        "path": self.path,
-                        "headers": dict(self.headers),
-                        "body": self.rfile.read(length),
-                    }
-                )
-                self.send_response(status)
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            do_POST = do_GET = record
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hook"
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-
-
-class RawServer:
-    """A TCP server on loopback that runs ``behave(connection)`` for each client, in a thread."""
-
-    def __init__(self, behave) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.behave = behave
-        self.accepted = 0
-        self.stopping = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                connection, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            threading.Thread(target=self._handle, args=(connection,), daemon=True).start()
-
-    def _handle(self, connection: socket.socket) -> None:
-        with contextlib.suppress(OSError), connection:
-            self.behave(connection, self.stopping)
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.sock.close()
-
-
-def read_request(connection: socket.socket) -> None:
-    connection.settimeout(5)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = connection.recv(4096)
-        if not chunk:
-            return
-        data += chunk
-
-
-def trickle(connection: socket.socket, stopping: threading.Event) -> None:
-    """Reads the request, then answers one byte a second, forever (the answer never ends)."""
-    read_request(connection)
-    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000000
-    for byte in answer:
-        if stopping.wait(1.0):
-            return
-        connection.sendall(bytes([byte]))
-
-
-def trickle_tls(connection: socket.socket, stopping: threading.Event) -> None:
-    """A "TLS server" that sends its handshake one byte a second (a record header that never
-    completes), never reading what the client says."""
-    while not stopping.wait(1.0):
-        connection.sendall(b"\x16")
-
-
-def reset(connection: socket.socket, stopping: threading.Event) -> None:
-    """Reads the request and closes with RST (SO_LINGER 0): a connection reset by peer."""
-    read_request(connection)
-    connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+from tests.hostile_servers import RawServer, Recorder, reset, trickle, trickle_tls
 
 
 def records(json_log) -> list[dict]:

@@ -1,0 +1,262 @@
+"""/healthz and /metrics against hostile clients, on loopback: idle sockets, resets, garbage, a
+client that never reads; and /healthz as the loop's liveness, with a loop that really stalls."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client import CollectorRegistry, Gauge
+
+from oomhero.actions.endpoint import REQUEST_DEADLINE, Liveness, serve
+from oomhero.actions.listener import Listener
+from oomhero.commands.common import Outputs, start_outputs
+from oomhero.config import WatchSettings
+from oomhero.engine import Engine
+from oomhero.kernel.cgroup import CgroupDir
+from oomhero.targets.cgroups import CgroupScanner
+from tests.helpers import MIB, REPO, clean_env, v2_dir, wait_until
+
+PROBE_TIMEOUT = 1.0  # what a kubelet probe gives (timeoutSeconds: 1)
+
+
+def get(url: str, timeout: float = 5.0, method: str = "GET") -> tuple[int, bytes]:
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def probe(base: str) -> int | None:
+    """A kubelet-like probe: the status, or None when no answer came within 1 s."""
+    with contextlib.suppress(OSError):
+        return get(base + "/healthz", timeout=PROBE_TIMEOUT)[0]
+    return None
+
+
+def raw(port: int, data: bytes) -> bytes:
+    """Send ``data``, return everything the server answers before it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def reset_connection(sock: socket.socket) -> None:
+    """Close with RST (SO_LINGER 0): the server sees "connection reset by peer"."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+@pytest.fixture
+def server():
+    registry = CollectorRegistry()
+    Gauge("oomhero_test", "a series", registry=registry).set(1)
+    liveness = Liveness(lambda: True, stalled_after=60)
+    endpoint = serve(registry, liveness, "127.0.0.1", 0)
+    yield endpoint, registry, liveness
+    endpoint.shutdown()
+
+
+@pytest.fixture
+def watcher(tmp_path, recorder):
+    """`oomhero watch` with metrics on, logging JSON to a file; yields (base URL, port, log)."""
+    directory = v2_dir(tmp_path / "cg", pids=[recorder.pid], current=10 * MIB, limit=str(100 * MIB))
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    log = tmp_path / "oomhero.log"
+    argv = [sys.executable, "-m", "oomhero", "watch", str(directory), "--sources", "none"]
+    argv += ["--metrics-port", str(port), "--log-format", "json"]
+    process = subprocess.Popen(argv, env=clean_env(), cwd=REPO, stderr=open(log, "w"))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: probe(base) == 200, "the first scan", timeout=30)
+        yield base, port, log
+    finally:
+        process.terminate()
+        assert process.wait(timeout=30) == 0
+
+
+@pytest.mark.parametrize("idle", [8, 300])
+def test_idle_connections_never_keep_a_probe_from_its_answer(watcher, idle):
+    """The sweep's case: 8 idle connections starved /healthz, 0 of 30 probes answered."""
+    base, port, _ = watcher
+    sockets = [socket.create_connection(("127.0.0.1", port)) for _ in range(idle)]
+    try:
+        answers = [probe(base) for _ in range(30)]
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert answers == [200] * 30
+
+
+def test_resets_and_garbage_cost_nothing_on_stderr(watcher):
+    """The sweep's case: 804 resets printed multi-line tracebacks outside the log format."""
+    base, port, log = watcher
+    for i in range(200):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall([b"GET /heal", b"GET /metrics HTTP/1.1\r\n\r\n", b"\x16\x03\x01\x00"][i % 3])
+        reset_connection(sock)
+    for garbage in (b"\r\n\r\n", b"\xff" * 10000, b"GET / HTTP/9\r\n\r\n", b"A B C D\r\n\r\n"):
+        with contextlib.suppress(OSError):
+            raw(port, garbage)
+    assert probe(base) == 200
+    lines = log.read_text().splitlines()
+    assert lines, "the watcher logged nothing"
+    for line in lines:
+        json.loads(line)  # every line of stderr is a log line of the chosen format
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"200"),
+        (b"GET /healthz?verbose=1 HTTP/1.0\r\n\r\n", b"200"),
+        (b"GET /metrics HTTP/1.1\r\n\r\n", b"200"),
+        (b"GET /nothing HTTP/1.1\r\n\r\n", b"404"),
+        (b"POST /healthz HTTP/1.1\r\nContent-Length: 0\r\n\r\n", b"405"),
+        (b"GET /healthz\r\n\r\n", b"400"),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", b"400"),
+        (b"GET /healthz HTTP/1.1\r\nX: " + b"a" * 10000 + b"\r\n\r\n", b"431"),
+    ],
+)
+def test_each_request_gets_one_answer_then_the_connection_closes(server, request_bytes, status):
+    endpoint, _, _ = server
+    answer = raw(endpoint.port, request_bytes)
+    assert answer.split(b" ", 2)[1] == status, answer[:200]
+    assert b"Connection: close" in answer
+
+
+def test_head_answers_headers_only(server):
+    endpoint, _, _ = server
+    answer = raw(endpoint.port, b"HEAD /metrics HTTP/1.1\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and body == b""
+    assert int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]) > 0
+
+
+def test_a_scraper_that_never_reads_holds_neither_the_probes_nor_its_connection(server):
+    endpoint, registry, _ = server
+    lots = Gauge("oomhero_test_many", "many series", ["n"], registry=registry)
+    for n in range(200_000):  # ~7 MiB of exposition: more than loopback's buffers hold (4 MiB)
+        lots.labels(str(n)).set(n)
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.connect(("127.0.0.1", endpoint.port))
+    stuck.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+    base = f"http://127.0.0.1:{endpoint.port}"
+    started = time.monotonic()
+    try:
+        answers = [probe(base) for _ in range(10)]
+        # Then it is cut at the deadline: reading now finds the end well before the whole body.
+        received = 0
+        stuck.settimeout(REQUEST_DEADLINE + 5)
+        with contextlib.suppress(ConnectionResetError):
+            wait_until(
+                lambda: time.monotonic() - started > REQUEST_DEADLINE, "the deadline", timeout=30
+            )
+            while chunk := stuck.recv(65536):
+                received += len(chunk)
+    finally:
+        stuck.close()
+    assert answers == [200] * 10
+    assert received < len(get(base + "/metrics")[1])
+
+
+class Stall(Listener):
+    """A listener that, once armed, blocks the loop's thread in a read of an empty pipe: a real
+    blocking system call in the loop, as a hung listener or source would make. A byte on the
+    pipe frees it."""
+
+    def __init__(self) -> None:
+        self.read_end, self.write_end = os.pipe()
+        self.armed = threading.Event()
+
+    def tick(self, engine: object) -> None:
+        if self.armed.is_set():
+            self.armed.clear()
+            os.read(self.read_end, 1)
+
+    def release(self) -> None:
+        os.write(self.write_end, b"x")
+
+    def close(self) -> None:
+        os.close(self.read_end)
+        os.close(self.write_end)
+
+
+def test_healthz_turns_503_while_the_loop_is_stuck_and_200_when_it_turns_again(tmp_path):
+    directory = v2_dir(tmp_path / "cg", current=10 * MIB, limit=str(100 * MIB))
+    cgroup = CgroupDir(str(directory), 2)
+    # The loop turns at least every 0.2 s (its rescan interval): stalled after 5 turns, 1 s.
+    settings = WatchSettings(sources=(), poll_ceiling=0.1)
+    engine = Engine(CgroupScanner([cgroup]), settings, rescan_interval=0.2)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    closers = start_outputs(Outputs(metrics_port=port), engine)
+    stall = Stall()
+    engine.listeners.append(stall)
+    base = f"http://127.0.0.1:{port}"
+    seen: dict[str, object] = {}
+    done = threading.Event()
+
+    def drive() -> None:
+        try:
+            wait_until(lambda: probe(base) == 200, "the first scan")
+            stall.armed.set()
+            wait_until(lambda: not stall.armed.is_set(), "the loop to block")
+            blocked_at = time.monotonic()
+            seen["stalled"] = wait_until(
+                lambda: (a := get(base + "/healthz", PROBE_TIMEOUT))[0] == 503 and a, "503"
+            )
+            seen["after"] = time.monotonic() - blocked_at
+            stall.release()
+            seen["recovered"] = wait_until(lambda: probe(base) == 200, "200 again")
+        finally:
+            stall.release()  # never leave the loop blocked, whatever failed
+            done.set()
+
+    helper = threading.Thread(target=drive)
+    helper.start()
+    try:
+        engine.run(until=done.is_set)
+    finally:
+        helper.join(30)
+        engine.close()
+        for close in closers:
+            close()
+        stall.close()
+        cgroup.close()
+    _, body = seen["stalled"]
+    match = re.fullmatch(rb"stalled: the loop has not turned for ([0-9.]+)s \(.*\)\n", body)
+    assert match and float(match.group(1)) >= 1.0, body
+    assert seen["after"] < 10, seen["after"]  # 503 soon after the stall passes 1 s
+    assert seen["recovered"]
+
+
+def test_healthz_says_starting_until_the_first_scan(server):
+    endpoint, _, liveness = server
+    scanned = []
+    liveness.ready = lambda: bool(scanned)
+    base = f"http://127.0.0.1:{endpoint.port}"
+    code, body = get(base + "/healthz")
+    assert code == 503 and body.startswith(b"starting: first scan not done after ")
+    scanned.append(True)
+    assert get(base + "/healthz") == (200, b"ok\n")
