@@ -276,9 +276,10 @@ def read_token_file(name: str, path: str) -> str:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError as exc:
         raise ConfigError(f"{name}={path!r} cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"{name}={path!r} is not a regular file")
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ConfigError(f"{name}={path!r} is not a regular file")
         data = f.read(MAX_TOKEN + 1)
     if len(data) > MAX_TOKEN:
         raise ConfigError(f"{name}={path!r} is longer than a token ({MAX_TOKEN} bytes at most)")
