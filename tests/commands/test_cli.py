@@ -216,6 +216,11 @@ def test_run_with_a_soft_limit_stops_the_children_it_saw_when_it_stops(tmp_path)
     run.stdout.close()
     stopped = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["processes"] for r in stopped if r["msg"] == "stopped what the command left"] == [1]
-    wait_until(
-        lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, "the child's end"
-    )
+
+    def ended() -> bool:
+        try:
+            return not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_until(ended, "the child's end")
