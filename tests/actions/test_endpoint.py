@@ -5,46 +5,24 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
 from oomhero.actions.endpoint import REQUEST_DEADLINE, Liveness, serve
-from oomhero.actions.listener import Listener
 from oomhero.commands.common import Outputs, start_outputs
 from oomhero.config import WatchSettings
 from oomhero.engine import Engine
 from oomhero.kernel.cgroup import CgroupDir
 from oomhero.targets.cgroups import CgroupScanner
 from tests.helpers import MIB, REPO, clean_env, v2_dir, wait_until
-
-PROBE_TIMEOUT = 1.0  # what a kubelet probe gives (timeoutSeconds: 1)
-
-
-def get(url: str, timeout: float = 5.0, method: str = "GET") -> tuple[int, bytes]:
-    request = urllib.request.Request(url, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as reply:
-            return reply.status, reply.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def probe(base: str) -> int | None:
-    """A kubelet-like probe: the status, or None when no answer came within 1 s."""
-    with contextlib.suppress(OSError):
-        return get(base + "/healthz", timeout=PROBE_TIMEOUT)[0]
-    return None
+from tests.hostile_network import PROBE_TIMEOUT, Stall, get, probe, reset_connection
 
 
 def raw(port: int, data: bytes) -> bytes:
@@ -55,12 +33,6 @@ def raw(port: int, data: bytes) -> bytes:
         while chunk := sock.recv(65536):
             answer += chunk
     return answer
-
-
-def reset_connection(sock: socket.socket) -> None:
-    """Close with RST (SO_LINGER 0): the server sees "connection reset by peer"."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
 
 
 @pytest.fixture
@@ -177,28 +149,6 @@ def test_a_scraper_that_never_reads_holds_neither_the_probes_nor_its_connection(
         stuck.close()
     assert answers == [200] * 10
     assert received < len(get(base + "/metrics")[1])
-
-
-class Stall(Listener):
-    """A listener that, once armed, blocks the loop's thread in a read of an empty pipe: a real
-    blocking system call in the loop, as a hung listener or source would make. A byte on the
-    pipe frees it."""
-
-    def __init__(self) -> None:
-        self.read_end, self.write_end = os.pipe()
-        self.armed = threading.Event()
-
-    def tick(self, engine: object) -> None:
-        if self.armed.is_set():
-            self.armed.clear()
-            os.read(self.read_end, 1)
-
-    def release(self) -> None:
-        os.write(self.write_end, b"x")
-
-    def close(self) -> None:
-        os.close(self.read_end)
-        os.close(self.write_end)
 
 
 def test_healthz_turns_503_while_the_loop_is_stuck_and_200_when_it_turns_again(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 from oomhero.actions.webhook import BODY_VERSION, Webhook
 from oomhero.config import read_token_file
 from tests.helpers import wait_until
-from tests.hostile_servers import RawServer, Recorder, reset, trickle, trickle_tls
+from tests.hostile_network import RawServer, Recorder, reset, trickle, trickle_tls
 
 
 def records(json_log) -> list[dict]:

@@ -1,14 +1,22 @@
-"""Real servers on loopback that misbehave as a hostile endpoint would, for the webhook's host
-and guest tests: one that records (and may redirect or fail), one that trickles its answer a
-byte a second, one that trickles a TLS handshake, one that resets every connection."""
+"""The hostile network, for host and guest tests: real servers on loopback that misbehave as a
+webhook endpoint could (one that records, and may redirect or fail; one that trickles its answer
+a byte a second; one that trickles a TLS handshake; one that resets every connection), a
+kubelet-like probe with its 1 s timeout, and a listener that really stalls the loop."""
 
 from __future__ import annotations
 
 import contextlib
 import http.server
+import os
 import socket
 import struct
 import threading
+import urllib.error
+import urllib.request
+
+from oomhero.actions.listener import Listener
+
+PROBE_TIMEOUT = 1.0  # what a kubelet probe gives (timeoutSeconds: 1)
 
 
 class Recorder(http.server.ThreadingHTTPServer):
@@ -113,3 +121,47 @@ def reset(connection: socket.socket, stopping: threading.Event) -> None:
     """Reads the request and closes with RST (SO_LINGER 0): a connection reset by peer."""
     read_request(connection)
     connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def get(url: str, timeout: float = 5.0, method: str = "GET") -> tuple[int, bytes]:
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def probe(base: str) -> int | None:
+    """A kubelet-like probe: the status, or None when no answer came within 1 s."""
+    with contextlib.suppress(OSError):
+        return get(base + "/healthz", timeout=PROBE_TIMEOUT)[0]
+    return None
+
+
+def reset_connection(sock: socket.socket) -> None:
+    """Close with RST (SO_LINGER 0): the server sees "connection reset by peer"."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+class Stall(Listener):
+    """A listener that, once armed, blocks the loop's thread in a read of an empty pipe: a real
+    blocking system call in the loop, as a hung listener or source would make. A byte on the
+    pipe frees it."""
+
+    def __init__(self) -> None:
+        self.read_end, self.write_end = os.pipe()
+        self.armed = threading.Event()
+
+    def tick(self, engine: object) -> None:
+        if self.armed.is_set():
+            self.armed.clear()
+            os.read(self.read_end, 1)
+
+    def release(self) -> None:
+        os.write(self.write_end, b"x")
+
+    def close(self) -> None:
+        os.close(self.read_end)
+        os.close(self.write_end)
