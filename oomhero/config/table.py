@@ -101,11 +101,12 @@ LOG_FLAGS = (
 )  # fmt: skip
 
 OUTPUT_FLAGS = (
-    _f("metrics_port", "PORT", "serve Prometheus /metrics and readiness /healthz on this port "
-       "(default: off)", OUTPUTS, env="METRICS_PORT"),
+    _f("metrics_port", "PORT", "serve Prometheus /metrics and /healthz (200 while the loop "
+       "turns; 503 before the first scan or when it has stalled) on this port (default: off)",
+       OUTPUTS, env="METRICS_PORT"),
     _f("metrics_address", "ADDR", "the IP address to serve them on (default: 0.0.0.0 in sidecar "
-       "and node mode, scraped from outside the pod; 127.0.0.1 for commands run by hand)",
-       OUTPUTS),
+       "and node mode, scraped from outside the pod, and readable by whoever reaches the pod; "
+       "127.0.0.1 for commands run by hand)", OUTPUTS),
     _f("webhook", "URL", "POST a JSON body (version, target, level, usage, limit, time; "
        "README) for every crossing, beside the signals; an http:// or https:// URL, redirects "
        "not followed (a 3xx is a failed delivery)", OUTPUTS),
@@ -113,8 +114,9 @@ OUTPUT_FLAGS = (
        "takes at most this long (default 2s)", OUTPUTS),
     _f("webhook_retries", "N", "retries after a failed attempt (not after a 3xx or a 4xx other "
        "than 408 and 429), with backoff 0.5s, 1s, 2s… (default 3)", OUTPUTS),
-    _f("webhook_header", "'NAME: VALUE'", "a header sent with every delivery; give it once per "
-       "header (env: one per line)", OUTPUTS, env="OOMHERO_WEBHOOK_HEADERS", repeat=True),
+    _f("webhook_header", "'NAME: VALUE'", "a header sent with every delivery, e.g. 'X-Team: "
+       "payments'; give the flag once per header (env: one per line)", OUTPUTS,
+       env="OOMHERO_WEBHOOK_HEADERS", repeat=True),
     _f("webhook_token_file", "PATH", "send 'Authorization: Bearer <the file's content>', read "
        "again at every delivery (a mounted Secret that rotates); or the token itself in env "
        "OOMHERO_WEBHOOK_TOKEN (no flag: a command line shows in ps)", OUTPUTS),
