@@ -261,8 +261,8 @@ def _look_up(host: str, port: int, within: float) -> list:
     def look_up() -> None:
         try:
             answer.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
-        except OSError as exc:
-            answer.append(exc)
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA refuses
+            answer.append(OSError(str(exc)) if isinstance(exc, UnicodeError) else exc)
         finally:
             _LOOKING_UP.release()
             done.set()

@@ -213,8 +213,12 @@ def parse_url(name: str, raw: str) -> str:
             ipaddress.IPv6Address(host)
         except ValueError:
             raise refuse(f"[{host}] is not an IPv6 address") from None
-    elif not _HOST_NAME.fullmatch(host):
-        raise refuse(f"{host!r} is not a host name or IP address")
+    elif (
+        not _HOST_NAME.fullmatch(host)
+        or len(host) > 253
+        or any(not 0 < len(label) <= 63 for label in host.rstrip(".").split("."))
+    ):
+        raise refuse(f"{host!r} is not a host name or IP address (labels of 1 to 63 characters)")
     return raw
 
 

@@ -42,6 +42,8 @@ TABLE = [
     (["watch", "--webhook", "http://hé.example/", "x"], {}, 2, "must be percent-encoded"),
     (["watch", "--webhook", "http://h/\n", "x"], {}, 2, "must be percent-encoded"),
     (["watch", "--webhook", "http://-h-/", "x"], {}, 2, "is not a host name or IP address"),
+    (["watch", "--webhook", f"http://{'a' * 64}.example/", "x"], {}, 2, "labels of 1 to 63"),
+    (["watch", "--webhook", "http://a..example/", "x"], {}, 2, "labels of 1 to 63"),
     # Webhook headers and tokens: the value is never shown.
     (["watch", "--webhook-header", "X-A: 1", "x"], {}, 2, "--webhook-header needs --webhook"),
     (["watch", *HOOK, "--webhook-header", "NoColon", "x"], {}, 2, "(header 1) is not 'Name:"),
