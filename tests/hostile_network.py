@@ -11,10 +11,15 @@ import os
 import socket
 import struct
 import threading
+import time
 import urllib.error
 import urllib.request
 
 from oomhero.actions.listener import Listener
+from oomhero.commands.common import Outputs, start_outputs
+from oomhero.config import WatchSettings
+from oomhero.engine import Engine
+from oomhero.targets.cgroups import CgroupScanner
 
 PROBE_TIMEOUT = 1.0  # what a kubelet probe gives (timeoutSeconds: 1)
 
@@ -165,3 +170,58 @@ class Stall(Listener):
     def close(self) -> None:
         os.close(self.read_end)
         os.close(self.write_end)
+
+
+def stall_a_watching_loop(cgroup, sources: tuple[str, ...], port: int) -> dict[str, object]:
+    """oomhero's loop watching ``cgroup`` with metrics on ``port``, run on this thread (its
+    signal handling needs the main one; it turns at least every 0.2 s, its rescan interval, so
+    it is stalled after 5 turns, 1 s) while a helper thread waits for /healthz to answer 200,
+    stalls the loop (Stall), waits for 503, probes once more, frees the loop and waits for 200
+    again. Returns what it saw: "stalled" (status, body), "after" (seconds from the stall to
+    that 503), "still stuck" (the next probe's status), "recovered"."""
+    settings = WatchSettings(sources=sources, poll_ceiling=0.1)
+    engine = Engine(CgroupScanner([cgroup]), settings, rescan_interval=0.2)
+    closers = start_outputs(Outputs(metrics_port=port), engine)
+    stall = Stall()
+    engine.listeners.append(stall)
+    base = f"http://127.0.0.1:{port}"
+    seen: dict[str, object] = {}
+    done = threading.Event()
+    timeout = 60
+
+    def until(predicate, what: str):
+        deadline = time.monotonic() + timeout
+        while not (value := predicate()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"gave up waiting for {what}")
+            time.sleep(0.01)
+        return value
+
+    def drive() -> None:
+        try:
+            until(lambda: probe(base) == 200, "the first scan")
+            stall.armed.set()
+            until(lambda: not stall.armed.is_set(), "the loop to block")
+            blocked_at = time.monotonic()
+            seen["stalled"] = until(
+                lambda: (a := get(base + "/healthz", PROBE_TIMEOUT))[0] == 503 and a, "503"
+            )
+            seen["after"] = time.monotonic() - blocked_at
+            seen["still stuck"] = probe(base)
+            stall.release()
+            seen["recovered"] = until(lambda: probe(base) == 200, "200 again")
+        finally:
+            stall.release()  # never leave the loop blocked, whatever failed
+            done.set()
+
+    helper = threading.Thread(target=drive)
+    helper.start()
+    try:
+        engine.run(until=done.is_set)
+    finally:
+        helper.join(timeout)
+        engine.close()
+        for close in closers:
+            close()
+        stall.close()
+    return seen

@@ -9,20 +9,15 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
 from oomhero.actions.endpoint import REQUEST_DEADLINE, Liveness, serve
-from oomhero.commands.common import Outputs, start_outputs
-from oomhero.config import WatchSettings
-from oomhero.engine import Engine
 from oomhero.kernel.cgroup import CgroupDir
-from oomhero.targets.cgroups import CgroupScanner
 from tests.helpers import MIB, REPO, clean_env, v2_dir, wait_until
-from tests.hostile_network import PROBE_TIMEOUT, Stall, get, probe, reset_connection
+from tests.hostile_network import get, probe, reset_connection, stall_a_watching_loop
 
 
 def raw(port: int, data: bytes) -> bytes:
@@ -154,51 +149,18 @@ def test_a_scraper_that_never_reads_holds_neither_the_probes_nor_its_connection(
 def test_healthz_turns_503_while_the_loop_is_stuck_and_200_when_it_turns_again(tmp_path):
     directory = v2_dir(tmp_path / "cg", current=10 * MIB, limit=str(100 * MIB))
     cgroup = CgroupDir(str(directory), 2)
-    # The loop turns at least every 0.2 s (its rescan interval): stalled after 5 turns, 1 s.
-    settings = WatchSettings(sources=(), poll_ceiling=0.1)
-    engine = Engine(CgroupScanner([cgroup]), settings, rescan_interval=0.2)
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
-    closers = start_outputs(Outputs(metrics_port=port), engine)
-    stall = Stall()
-    engine.listeners.append(stall)
-    base = f"http://127.0.0.1:{port}"
-    seen: dict[str, object] = {}
-    done = threading.Event()
-
-    def drive() -> None:
-        try:
-            wait_until(lambda: probe(base) == 200, "the first scan")
-            stall.armed.set()
-            wait_until(lambda: not stall.armed.is_set(), "the loop to block")
-            blocked_at = time.monotonic()
-            seen["stalled"] = wait_until(
-                lambda: (a := get(base + "/healthz", PROBE_TIMEOUT))[0] == 503 and a, "503"
-            )
-            seen["after"] = time.monotonic() - blocked_at
-            stall.release()
-            seen["recovered"] = wait_until(lambda: probe(base) == 200, "200 again")
-        finally:
-            stall.release()  # never leave the loop blocked, whatever failed
-            done.set()
-
-    helper = threading.Thread(target=drive)
-    helper.start()
     try:
-        engine.run(until=done.is_set)
+        seen = stall_a_watching_loop(cgroup, (), port)
     finally:
-        helper.join(30)
-        engine.close()
-        for close in closers:
-            close()
-        stall.close()
         cgroup.close()
     _, body = seen["stalled"]
     match = re.fullmatch(rb"stalled: the loop has not turned for ([0-9.]+)s \(.*\)\n", body)
     assert match and float(match.group(1)) >= 1.0, body
     assert seen["after"] < 10, seen["after"]  # 503 soon after the stall passes 1 s
-    assert seen["recovered"]
+    assert seen["still stuck"] == 503 and seen["recovered"]
 
 
 def test_healthz_says_starting_until_the_first_scan(server):

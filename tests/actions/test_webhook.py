@@ -23,21 +23,24 @@ def deliver(webhook: Webhook, body: dict | None = None) -> None:
     webhook.queue.put(json.dumps(body or {"version": BODY_VERSION}).encode())
 
 
-def settled(webhook: Webhook, timeout: float = 30) -> None:
-    wait_until(lambda: webhook.delivered + webhook.failed >= 1, "the delivery", timeout=timeout)
+def deliver_once(url: str, server, timeout: float, retries: int) -> Webhook:
+    """One body to ``url``, waited for until delivered or given up; then the webhook is closed
+    and ``server`` stopped."""
+    webhook = Webhook(url, timeout=timeout, retries=retries)
+    try:
+        deliver(webhook)
+        wait_until(lambda: webhook.delivered + webhook.failed >= 1, "the delivery", timeout=30)
+    finally:
+        webhook.close()
+        server.stop()
+    return webhook
 
 
 def test_a_redirect_is_a_failed_delivery_not_a_get_to_another_host(json_log):
     elsewhere = Recorder()
     for location in (elsewhere.url, "ftp://127.0.0.1/x"):
         redirecting = Recorder(302, {"Location": location})
-        webhook = Webhook(redirecting.url, timeout=2, retries=3)
-        try:
-            deliver(webhook)
-            settled(webhook)
-        finally:
-            webhook.close()
-            redirecting.stop()
+        webhook = deliver_once(redirecting.url, redirecting, timeout=2, retries=3)
         assert (webhook.delivered, webhook.failed) == (0, 1)
         assert len(redirecting.requests) == 1, "a redirect is not retried"
         assert redirecting.requests[0]["method"] == "POST"
@@ -54,15 +57,9 @@ def test_a_redirect_is_a_failed_delivery_not_a_get_to_another_host(json_log):
 def test_a_trickling_server_cannot_stretch_an_attempt_past_the_timeout(json_log, behave):
     server = RawServer(behave)
     scheme = "https" if behave is trickle_tls else "http"
-    webhook = Webhook(f"{scheme}://127.0.0.1:{server.port}/hook", timeout=1, retries=1)
-    try:
-        started = time.monotonic()
-        deliver(webhook)
-        settled(webhook)
-        took = time.monotonic() - started
-    finally:
-        webhook.close()
-        server.stop()
+    started = time.monotonic()
+    webhook = deliver_once(f"{scheme}://127.0.0.1:{server.port}/hook", server, 1, retries=1)
+    took = time.monotonic() - started
     assert webhook.failed == 1 and server.accepted == 2
     # Two attempts of at most 1 s each and a 0.5 s backoff; a busy machine gets a second more.
     assert took < 2 * 1 + 0.5 + 1.0, took
@@ -72,13 +69,7 @@ def test_a_trickling_server_cannot_stretch_an_attempt_past_the_timeout(json_log,
 
 def test_a_resetting_server_is_retried_then_given_up_with_one_line(json_log):
     server = RawServer(reset)
-    webhook = Webhook(f"http://127.0.0.1:{server.port}/hook", timeout=2, retries=2)
-    try:
-        deliver(webhook)
-        settled(webhook)
-    finally:
-        webhook.close()
-        server.stop()
+    deliver_once(f"http://127.0.0.1:{server.port}/hook", server, timeout=2, retries=2)
     assert server.accepted == 3
     (failure,) = [r for r in records(json_log) if r["msg"] == "webhook delivery failed"]
     assert failure["attempts"] == 3 and failure["status"] is None
@@ -88,13 +79,7 @@ def test_a_resetting_server_is_retried_then_given_up_with_one_line(json_log):
 @pytest.mark.parametrize(("status", "attempts"), [(400, 1), (404, 1), (429, 2), (503, 2)])
 def test_client_errors_are_not_retried_overload_and_server_errors_are(json_log, status, attempts):
     server = Recorder(status)
-    webhook = Webhook(server.url, timeout=2, retries=1)
-    try:
-        deliver(webhook)
-        settled(webhook)
-    finally:
-        webhook.close()
-        server.stop()
+    deliver_once(server.url, server, timeout=2, retries=1)
     assert len(server.requests) == attempts
     (failure,) = [r for r in records(json_log) if r["msg"] == "webhook delivery failed"]
     assert (failure["status"], failure["attempts"]) == (status, attempts)

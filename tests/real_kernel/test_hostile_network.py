@@ -6,25 +6,18 @@ workload crosses its thresholds (the signals go out; each delivery fails in boun
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
 import pytest
 
-from oomhero.commands.common import Outputs, start_outputs
-from oomhero.config import WatchSettings
-from oomhero.engine import Engine
 from oomhero.kernel.cgroup import CgroupDir
-from oomhero.targets.cgroups import CgroupScanner
 from tests.hostile_network import (
-    PROBE_TIMEOUT,
     RawServer,
     Recorder,
-    Stall,
-    get,
     probe,
     reset,
     reset_connection,
+    stall_a_watching_loop,
     trickle,
 )
 from tests.real_kernel.kit import MIB, Watcher, Workload, make_cgroup, remove_test_cgroups, wait_for
@@ -75,45 +68,10 @@ def test_a_stalled_loop_turns_healthz_to_503_and_back(workdir):
     the loop's thread), watching a real cgroup with the kernel's own wake-up sources."""
     made = make_cgroup("stall", 128 * MIB)
     cgroup = CgroupDir(str(made.path), made.version)
-    # It turns at least every 0.2 s (its rescan interval): stalled after 5 turns, 1 s.
     sources = ("inotify", "psi") if made.version == 2 else ("eventfd",)
-    engine = Engine(
-        CgroupScanner([cgroup]),
-        WatchSettings(sources=sources, poll_ceiling=0.1),
-        rescan_interval=0.2,
-    )
-    closers = start_outputs(Outputs(metrics_port=PORT), engine)
-    stall = Stall()
-    engine.listeners.append(stall)
-    base = f"http://127.0.0.1:{PORT}"
-    seen: dict[str, object] = {}
-    done = threading.Event()
-
-    def drive() -> None:
-        try:
-            wait_for(lambda: probe(base) == 200, 60, "the first scan")
-            stall.armed.set()
-            wait_for(lambda: not stall.armed.is_set(), 30, "the loop to block")
-            seen["stalled"] = wait_for(
-                lambda: (a := get(base + "/healthz", PROBE_TIMEOUT))[0] == 503 and a, 30, "503"
-            )
-            seen["still stuck"] = probe(base)
-            stall.release()
-            seen["recovered"] = wait_for(lambda: probe(base) == 200, 30, "200 again")
-        finally:
-            stall.release()
-            done.set()
-
-    helper = threading.Thread(target=drive)
-    helper.start()
     try:
-        engine.run(until=done.is_set)
+        seen = stall_a_watching_loop(cgroup, sources, PORT)
     finally:
-        helper.join(60)
-        engine.close()
-        for close in closers:
-            close()
-        stall.close()
         cgroup.close()
     assert seen["stalled"][1].startswith(b"stalled: the loop has not turned for ")
     assert seen["still stuck"] == 503
