@@ -9,7 +9,6 @@ from oomhero.commands.common import (
     parse_outputs,
     resolve_targets,
     run_engine,
-    setup_logging,
 )
 from oomhero.targets.cgroups import CgroupScanner
 
@@ -23,9 +22,7 @@ FLAGS = ("watch", "output")
 
 
 def run(args: argparse.Namespace) -> int:
-    # Every setting is checked before the targets: a bad one is reported first.
-    gather_settings(args, use_env=True)
+    gather_settings(args, use_env=True)  # bad settings are reported before bad targets
     parse_outputs(args)
-    setup_logging(args, use_env=True)
     cgroups = resolve_targets(args.targets)
     return run_engine(args, lambda: CgroupScanner(cgroups))

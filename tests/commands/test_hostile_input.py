@@ -83,7 +83,12 @@ TABLE = [
     # An env var that a flag overrides is still checked: it is a broken deployment.
     (["watch", "--warning", "50", "x"], {"WARNING": "abc"}, 2, "WARNING='abc' is not a number"),
     (["watch", "--cooldown", "1s", "x"], {"COOLDOWN": "soon"}, 2, "--cooldown overrides it"),
-    (["watch", "--log-format", "json", "x"], {"OOMHERO_LOG_FORMAT": "xml"}, 2, "--log-format"),
+    (
+        ["run", "--memory", "64M", "--log-format", "json", "--", "true"],
+        {"OOMHERO_LOG_FORMAT": "xml"},
+        2,
+        "OOMHERO_LOG_FORMAT='xml' must be one of: text, json (--log-format overrides it",
+    ),
     (["watch", "--metrics-port", "9", "x"], {"METRICS_PORT": "99999"}, 2, "METRICS_PORT='99999'"),
     (["watch", *HOOK, "x"], {"OOMHERO_WEBHOOK": "http://h:99999/"}, 2, "--webhook overrides it"),
     # Metrics settings.
