@@ -11,13 +11,13 @@ from oomhero.actions.signal import SendResult, send
 from oomhero.commands.common import gather_settings
 from oomhero.config import WatchSettings
 from oomhero.kernel import features
-from oomhero.kernel.cgroup import CgroupDir, CgroupError, read_text
+from oomhero.kernel.cgroup import CgroupDir, CgroupError
 from oomhero.kernel.locate import memory_mount, open_own, own_mounts
-from oomhero.kernel.procfs import ProcessSet
+from oomhero.kernel.procfs import ProcessSet, read_text
 from oomhero.sources import ebpf, probe
 from oomhero.sources.ebpf import libbpf
 from oomhero.targets import Found
-from oomhero.targets.cgroups import CgroupScanner, resolve_cgroup
+from oomhero.targets.cgroups import CgroupScanner, Chosen, resolve_cgroup
 from oomhero.targets.pod import PodScanner
 
 HELP = "what this machine supports, and can oomhero read/signal targets"
@@ -29,13 +29,13 @@ FLAGS = ()
 def run(args: argparse.Namespace) -> int:
     checks = machine_checks()
     if args.targets:
-        cgroups = []
+        chosen = []
         for spec in args.targets:
             try:
-                cgroups.append(resolve_cgroup(spec))
+                chosen.append(Chosen(spec, resolve_cgroup(spec)))
             except CgroupError as exc:
                 checks.append(Check(f"target {spec}", False, exc.strerror))
-        found = CgroupScanner(cgroups).scan()
+        found = CgroupScanner(chosen).scan()
     else:
         found = PodScanner().scan()
     checks += target_checks(found, gather_settings(args, use_env=True))
@@ -222,7 +222,7 @@ def target_checks(found: dict[str, Found], settings: WatchSettings) -> list[Chec
             if isinstance(reader, CgroupDir):
                 checks.append(source_check(item.name, reader, settings))
             reader.close()
-        except (CgroupError, ValueError) as exc:
+        except CgroupError as exc:
             checks.append(Check(f"read {item.name}", False, str(exc)))
         processes = ProcessSet()
         processes.sync(item.members)

@@ -138,6 +138,23 @@ class WakeSources:
             names.add("ebpf")
         return sorted(names)
 
+    def failed(self, source: object) -> set[str]:
+        """``source``'s descriptor reported an error and the loop took it out of its epoll (a
+        PSI trigger of a removed cgroup). It is closed; returns the keys of the targets it
+        served, to be sampled at once (a removed cgroup's target then ends)."""
+        for key, owned in self.per_target.items():
+            for name, other in list(owned.items()):
+                if other is source and name != "inotify":
+                    del owned[name]
+                    source.close()
+                    return {key}
+        if source is self.inotify:  # shared by all: they fall back to the other sources
+            self.inotify.close()
+            self.inotify, self.inotify_error = None, "the inotify descriptor failed"
+            self.say_once("inotify:failed", "source failed", source="inotify")
+            return {key for key, owned in self.per_target.items() if owned.pop("inotify", None)}
+        return set()
+
     def detach(self, key: str) -> None:
         for name in list(self.per_target.get(key, {})):
             self._drop(key, name)
@@ -169,8 +186,12 @@ class WakeSources:
         return self.inotify
 
     def _own(self, key: str, source) -> None:
+        try:
+            self.register(source)
+        except OSError as exc:  # e.g. EPERM: not a file epoll can wait on
+            source.close()
+            raise Unavailable(f"cannot wait on its descriptor: {exc.strerror}") from None
         self.per_target[key][source.name] = source
-        self.register(source)
 
     def _drop(self, key: str, name: str) -> None:
         source = self.per_target[key].pop(name)
@@ -214,7 +235,7 @@ def _probe_psi(cgroup: CgroupDir, psi: PsiTriggerSpec | None) -> None:
     if cgroup.version != 2:
         raise Unavailable("cgroup v1 has no per-cgroup memory.pressure")
     try:
-        os.close(os.open(cgroup.file_path("memory.pressure"), os.O_RDWR | os.O_NONBLOCK))
+        os.close(cgroup.open_file("memory.pressure", os.O_RDWR))
     except OSError as exc:
         raise Unavailable(f"cannot open {cgroup.path}/memory.pressure: {exc.strerror}") from None
 
@@ -222,8 +243,12 @@ def _probe_psi(cgroup: CgroupDir, psi: PsiTriggerSpec | None) -> None:
 def _probe_eventfd(cgroup: CgroupDir, _psi: PsiTriggerSpec | None) -> None:
     if cgroup.version != 1:
         raise Unavailable("eventfd thresholds are a cgroup v1 feature")
-    if not os.access(cgroup.file_path("cgroup.event_control"), os.W_OK):
-        raise Unavailable(f"cannot write {cgroup.path}/cgroup.event_control")
+    try:
+        os.close(cgroup.open_file("cgroup.event_control", os.O_WRONLY))
+    except OSError as exc:
+        raise Unavailable(
+            f"cannot write {cgroup.path}/cgroup.event_control: {exc.strerror}"
+        ) from None
 
 
 _PROBES = {

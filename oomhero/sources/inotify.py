@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import select
 
-from oomhero.kernel.cgroup import CgroupDir
+from oomhero.kernel.cgroup import CgroupDir, CgroupGone, CgroupRefused
 from oomhero.sources.unavailable import Unavailable
 
 try:
@@ -39,7 +39,13 @@ class InotifyWatches:
         watches = []
         for name in self.FILES:
             try:
-                wd = self._inotify.add_watch(cgroup.file_path(name), inotify_simple.flags.MODIFY)
+                # The checked file itself, by its descriptor: never what the name leads to.
+                with cgroup.watch_path(name) as path:
+                    wd = self._inotify.add_watch(path, inotify_simple.flags.MODIFY)
+            except (CgroupRefused, CgroupGone):
+                for wd in watches:
+                    self._remove_wd(wd)
+                raise
             except OSError as exc:
                 for wd in watches:
                     self._remove_wd(wd)

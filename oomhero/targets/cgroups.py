@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 
 import psutil
@@ -19,23 +20,57 @@ def resolve_cgroup(spec: str) -> CgroupDir:
     return open_path(spec, own_mounts())
 
 
-class CgroupScanner:
-    """Watch mode: fixed cgroups; members are the processes of each cgroup's subtree."""
+class Chosen:
+    """A cgroup named on the command line, kept open. One named by path is looked up again
+    under that path once it is removed: a restarted service (or container) gets a new cgroup of
+    the same name, and that is what the user means. One named by PID is not."""
 
-    def __init__(self, cgroups: list[CgroupDir], proc: str = "/proc") -> None:
-        self.cgroups = cgroups
+    def __init__(self, spec: str, cgroup: CgroupDir) -> None:
+        self.spec, self.cgroup = spec, cgroup
+
+    def current(self) -> CgroupDir | None:
+        if self.cgroup is not None and self.cgroup.alive():
+            return self.cgroup
+        if self.cgroup is not None:
+            self.cgroup.close()
+            self.cgroup = None
+        if not self.spec.isdigit():
+            with contextlib.suppress(CgroupError):
+                self.cgroup = resolve_cgroup(self.spec)
+            if self.cgroup is not None and not self.cgroup.alive():  # found as it is removed
+                self.close()
+        return self.cgroup
+
+    def close(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.close()
+            self.cgroup = None
+
+
+class CgroupScanner:
+    """Watch mode: chosen cgroups; members are the processes of each cgroup's subtree."""
+
+    def __init__(self, chosen: list[Chosen], proc: str = "/proc") -> None:
+        self.chosen = chosen
         self.proc = proc
 
     def scan(self) -> dict[str, Found]:
         found = {}
-        for cgroup in self.cgroups:
+        for chosen in self.chosen:
+            cgroup = chosen.current()
+            if cgroup is None:
+                continue
             try:
                 pids = cgroup.subtree_pids()
             except CgroupError:
                 pids = []
             members = [info for pid in pids if (info := read_proc(pid, self.proc))]
-            found[cgroup.path] = Found(cgroup.path, members, lambda c=cgroup: c)
+            found[chosen.spec] = Found(cgroup.path, members, cgroup.duplicate)
         return found
+
+    def close(self) -> None:
+        for chosen in self.chosen:
+            chosen.close()
 
 
 class ProcessTreeReader:
@@ -63,6 +98,13 @@ class ProcessTreeReader:
             raise CgroupError(errno.ESRCH, f"process {self.root_pid} has exited")
         return MemorySample(total, self.limit, 0)
 
+    @property
+    def key(self) -> str:
+        return f"tree:{self.root_pid}"
+
+    def alive(self) -> bool:
+        return psutil.pid_exists(self.root_pid)
+
     def close(self) -> None:
         pass
 
@@ -77,3 +119,6 @@ class ProcessTreeScanner:
     def scan(self) -> dict[str, Found]:
         members = [info for pid in self.reader.pids() if (info := read_proc(pid))]
         return {self.name: Found(self.name, members, lambda: self.reader)}
+
+    def close(self) -> None:
+        pass  # the reader is the target's to close
