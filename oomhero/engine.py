@@ -60,7 +60,7 @@ class Engine:
         self.targets = self.watchlist.targets
         self.wakeups: Counter[str] = Counter()  # samples taken, by what woke the loop
         self.rescans = RescanGate(process_generation)  # the per-second rescan, if anything changed
-        self.rescan_due = self.stopping = False
+        self.stopping = False
         self.stopped_by: str | None = None  # the signal that stopped the loop
 
     def sample_all(self, source: str) -> None:
@@ -110,8 +110,7 @@ class Engine:
             next_scan = self.clock()
             while not self.stopping and not until():
                 now = self.clock()
-                if self.rescan_due or (now >= next_scan and self.rescans.due(now)):
-                    self.rescan_due = False
+                if now >= next_scan and self.rescans.due(now):
                     self.watchlist.rescan()
                 elif now >= self.watchlist.retry_at:
                     self.watchlist.retry()
@@ -131,7 +130,6 @@ class Engine:
                     deadline = min(deadline, self.clock() + max_wait)
                 for source, failed in self.fds.wait(deadline - self.clock()):
                     self._woken_by(source, failed)
-                self.rescan_due |= self.watchlist.changed  # a target went: look for its successor
 
     def _woken_by(self, source, failed: bool = False) -> None:
         now = self.clock()
@@ -139,9 +137,8 @@ class Engine:
         keys = self.sources.failed(source) if failed else source.consume()
         for target in filter(None, map(self.targets.get, keys)):
             if source.name == "inotify":
-                killed, emptied = self.sampler.news(target)
+                killed = self.sampler.news(target)
                 self.actions.oom_killed(target, killed, target.events_seen.get("oom_kill"))
-                self.rescan_due |= emptied  # the container emptied: let the scan retire it now
             if source.name == "ebpf":
                 source.hand_over(target)
             self.sample_target(target, now, source.name)

@@ -80,14 +80,9 @@ class Sampler:
         except CgroupError:
             return {}
 
-    def news(self, target: Target) -> tuple[int, bool]:
-        """memory.events / cgroup.events changed: (processes OOM-killed since last time,
-        whether the cgroup emptied)."""
+    def news(self, target: Target) -> int:
+        """memory.events changed: the processes OOM-killed since last time."""
         events = self.events(target)
         killed = events.get("oom_kill", 0) - target.events_seen.get("oom_kill", 0)
         target.events_seen = events
-        try:
-            emptied = not target.reader.populated()
-        except CgroupError:
-            emptied = False
-        return killed, emptied
+        return killed

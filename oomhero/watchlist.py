@@ -90,7 +90,6 @@ class Watchlist:
         self.names: dict[str, str] = {}  # a scan's name → the key of the target it found
         self.unopened: dict[str, Unopened] = {}  # names found but not watched, and why
         self.scanned_once = False
-        self.changed = False  # a target went: a rescan may find what replaced it
 
     def rescan(self) -> None:
         now = self.clock()
@@ -108,7 +107,6 @@ class Watchlist:
         self.names = {n: k for n, k in self.names.items() if n in found and k in self.targets}
         self.unopened = {n: u for n, u in self.unopened.items() if n in found}
         self.scanned_once = True
-        self.changed = False
 
     def retry(self) -> None:
         """Open again what could not be opened, when its retry is due."""
@@ -137,7 +135,6 @@ class Watchlist:
         self.listeners.gone(target)
         self.sources.detach(target.key)
         target.close()
-        self.changed = True
 
     @contextlib.contextmanager
     def ending(self, target: Target) -> Iterator[None]:

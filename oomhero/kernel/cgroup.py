@@ -45,7 +45,6 @@ _FILES = {
         "memory.stat",
         "memory.events",
         "memory.pressure",
-        "cgroup.events",
         "cgroup.procs",
     ),
     1: (
@@ -97,7 +96,7 @@ def parse_limit(data: bytes, name: str = "the limit") -> int | None:
 
 
 def parse_flat_keyed(data: bytes) -> dict[str, int]:
-    """``key value`` lines (memory.stat, memory.events, memory.oom_control, cgroup.events); a
+    """``key value`` lines (memory.stat, memory.events, memory.oom_control); a
     line of any other shape is skipped."""
     result: dict[str, int] = {}
     for line in data.split(b"\n"):
@@ -343,10 +342,6 @@ class CgroupDir:
             events = {k: v for k, v in oom.items() if k in ("under_oom", "oom_kill")}
         events["failcnt"] = parse_number(self.read_kept("memory.failcnt"), "memory.failcnt")
         return events
-
-    def populated(self) -> bool:
-        """False once no process is left in the cgroup or below it (cgroup.events)."""
-        return parse_flat_keyed(self.read_kept("cgroup.events")).get("populated") != 0
 
     def pressure(self) -> dict[str, dict[str, float]] | None:
         """memory.pressure (PSI) where the kernel offers it, else None."""

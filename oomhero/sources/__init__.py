@@ -1,6 +1,6 @@
 """What wakes the loop: kernel event sources, one face over them, and polling (polling.py).
 
-- ``inotify`` (inotify.py): v2 memory.events / cgroup.events changed (100 %, OOM, emptied);
+- ``inotify`` (inotify.py): v2 memory.events changed (100 %, OOM);
 - ``psi`` (psi.py): a PSI trigger on memory.pressure;
 - ``eventfd`` (eventfd.py): v1 usage thresholds at byte values, and OOM;
 - ``ebpf`` (ebpf/): a probe on the memcg charge path that checks the thresholds in the kernel.

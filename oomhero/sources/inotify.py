@@ -1,6 +1,7 @@
-"""``inotify``: cgroup v2 ``memory.events`` and ``cgroup.events`` are modified on ``high``,
-``max`` (a charge would exceed memory.max, i.e. at 100 %), ``oom``, ``oom_kill`` and when the
-group empties. The kernel delays these by up to 10 ms per file; none are lost."""
+"""``inotify``: cgroup v2 ``memory.events`` is modified on ``high``, ``max`` (a charge would
+exceed memory.max, i.e. at 100 %), ``oom`` and ``oom_kill``. The kernel delays these by up to
+10 ms per file; none are lost. (A removed cgroup ends its target when it is next read, not by
+an inotify event: kernfs sends none.)"""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ class InotifyWatches:
 
     name = "inotify"
     mask = select.EPOLLIN
-    FILES = ("memory.events", "cgroup.events")
+    FILES = ("memory.events",)
 
     def __init__(self) -> None:
         if inotify_simple is None:

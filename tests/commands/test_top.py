@@ -145,7 +145,6 @@ def setup(tmp_path, recorder, json_log):
     (warning), watched by inotify, memory.pressure some avg10=1.50."""
     small, app = ScriptedReader(), ScriptedReader(psi=12.5)
     cg_path = v2_dir(tmp_path / "c", current=int(LIMIT * 0.89), limit=str(LIMIT))
-    (cg_path / "cgroup.events").write_text("populated 1\nfrozen 0\n")  # inotify watches it too
     cgroup = CgroupDir.open(str(cg_path), 2)
     scanner = FakeScanner(
         **{"a-small": ([], small), "b-app": ([recorder.pid], app), "c-cgroup": ([], cgroup)}

@@ -39,7 +39,7 @@ def names(version: int) -> dict[str, str]:
             "usage": "memory.current",
             "limit": "memory.max",
             "written": "memory.pressure",  # oomhero writes its PSI trigger there
-            "events": "cgroup.events",
+            "events": "memory.events",
         }
     return {
         "usage": "memory.usage_in_bytes",
@@ -61,8 +61,8 @@ def plain_view(workdir: Path, version: int) -> Path:
     (fake / files["written"]).symlink_to(workdir / "sidecar-own")
     with open(fake / "memory.stat", "wb") as f:
         f.truncate(HUGE)
-    (fake / files["events"]).write_bytes(b"populated \xff\xfe\n\x80 1\n")
-    (fake / "memory.events").symlink_to("/dev/zero")
+    (fake / files["events"]).write_bytes(b"oom_kill \xff\xfe\n\x80 1\n")
+    (fake / "cgroup.kill").symlink_to("/dev/zero")
     (fake / "cgroup.procs").write_text("")
     return fake
 
@@ -74,7 +74,7 @@ def hostile_containers(workdir: Path, version: int) -> list[Container]:
     procs = shlex.quote(str(fake / "cgroup.procs"))
     os.mkfifo(workdir / "fifo")
     (workdir / "written").write_bytes(SECRET)
-    (workdir / "events").write_bytes(b"populated \xff\xfe\n\x80 1\n")
+    (workdir / "events").write_bytes(b"oom_kill \xff\xfe\n\x80 1\n")
     with open(workdir / "huge", "wb") as f:
         f.truncate(HUGE)
 
