@@ -13,7 +13,7 @@ from oomhero.actions.listener import Listeners
 from oomhero.actions.report import Report
 from oomhero.config import WatchSettings
 from oomhero.kernel.cgroup import CgroupError, CgroupGone, CgroupRefused
-from oomhero.kernel.procfs import process_generation, raise_open_file_limit
+from oomhero.kernel.procfs import process_generation
 from oomhero.policy import Decision, evaluate
 from oomhero.sampler import Sampler
 from oomhero.sources import WakeSources
@@ -41,7 +41,6 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings, self.rescan_interval, self.clock = settings, rescan_interval, clock
-        raise_open_file_limit()  # every target keeps a few descriptors open
         self.fds = Wakeups()  # what the loop waits on
         self.add_source = self.fds.add  # another fd for the loop (top's keys)
         self.listeners, report = Listeners(), Report()

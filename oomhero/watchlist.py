@@ -154,9 +154,12 @@ class Watchlist:
         key = self.names.get(name)
         target = self.targets.get(key) if key is not None else None
         if target is not None:
-            if target.reader.alive():
+            if not target.reader.alive():
+                self.retire(target, "removed")
+            elif item.identity not in (None, target.key):  # the name leads elsewhere now
+                self.retire(target, "replaced")
+            else:
                 return target
-            self.retire(target, "removed")
         try:
             reader = item.open_reader()
             if not reader.alive():  # found as the kernel removes it: not there

@@ -21,9 +21,9 @@ from oomhero.config import (
 )
 from oomhero.config.table import LOG_FLAGS, OUTPUT_FLAGS, WATCH_FLAGS, given
 from oomhero.engine import Engine
-from oomhero.kernel.cgroup import CgroupError
+from oomhero.kernel.cgroup import CgroupDir, CgroupError
 from oomhero.targets import Scanner
-from oomhero.targets.cgroups import Chosen, resolve_cgroup
+from oomhero.targets.cgroups import resolve_cgroup
 
 
 def gather_settings(args: argparse.Namespace, use_env: bool) -> WatchSettings:
@@ -42,20 +42,24 @@ def setup_logging(args: argparse.Namespace, use_env: bool) -> None:
     log.setup(chosen["log_format"], debug=chosen["log_level"] == "debug")
 
 
-def resolve_targets(specs: list[str]) -> list[Chosen]:
-    """CLI targets (cgroup paths or PIDs); one that cannot be watched is a usage error."""
-    chosen = []
+def resolve_targets(specs: list[str]) -> list[CgroupDir]:
+    """CLI targets (cgroup paths or PIDs); one that cannot be watched is a usage error: every
+    file oomhero may use in it is checked, and a first sample read, before anything starts."""
+    cgroups: list[CgroupDir] = []
     for spec in specs:
         try:
-            cgroup = resolve_cgroup(spec)
-            chosen.append(Chosen(spec, cgroup))
-            cgroup.verify()  # a file mounted over is refused now, not once watching
-            cgroup.sample()
+            cgroups.append(resolve_cgroup(spec))
+            trial = cgroups[-1].duplicate()  # keeps no file open once read
+            try:
+                trial.verify()  # a file mounted over is refused now, not once watching
+                trial.sample()
+            finally:
+                trial.close()
         except CgroupError as exc:
-            for opened in chosen:
-                opened.close()
+            for cgroup in cgroups:
+                cgroup.close()
             raise ConfigError(f"cannot watch {spec!r}: {exc.strerror}") from None
-    return chosen
+    return cgroups
 
 
 @dataclass(frozen=True)

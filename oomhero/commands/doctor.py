@@ -17,7 +17,7 @@ from oomhero.kernel.procfs import ProcessSet, read_text
 from oomhero.sources import ebpf, probe
 from oomhero.sources.ebpf import libbpf
 from oomhero.targets import Found
-from oomhero.targets.cgroups import CgroupScanner, Chosen, resolve_cgroup
+from oomhero.targets.cgroups import CgroupScanner, resolve_cgroup
 from oomhero.targets.pod import PodScanner
 
 HELP = "what this machine supports, and can oomhero read/signal targets"
@@ -29,13 +29,13 @@ FLAGS = ()
 def run(args: argparse.Namespace) -> int:
     checks = machine_checks()
     if args.targets:
-        chosen = []
+        cgroups = []
         for spec in args.targets:
             try:
-                chosen.append(Chosen(spec, resolve_cgroup(spec)))
+                cgroups.append(resolve_cgroup(spec))
             except CgroupError as exc:
                 checks.append(Check(f"target {spec}", False, exc.strerror))
-        found = CgroupScanner(chosen).scan()
+        found = CgroupScanner(cgroups).scan()
     else:
         found = PodScanner().scan()
     checks += target_checks(found, gather_settings(args, use_env=True))

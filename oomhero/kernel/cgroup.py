@@ -23,6 +23,7 @@ from oomhero.kernel.cgroupfs import (
     read_bounded,
     reopen,
 )
+from oomhero.kernel.procfs import descriptors_scarce
 
 __all__ = ["CgroupDir", "CgroupError", "CgroupGone", "CgroupRefused", "MemorySample"]
 
@@ -262,6 +263,8 @@ class CgroupDir:
         (EMFILE), it reads as ``read`` does."""
         fd = self._kept.get(name)
         if fd is None:
+            if descriptors_scarce():  # kept for what every target needs
+                return self.read(name, most)
             try:
                 fd = self.open_file(name, os.O_RDONLY)
             except CgroupError as exc:
@@ -356,31 +359,24 @@ class CgroupDir:
         return parse_pids(self.read("cgroup.procs", LIST))
 
     def subtree_pids(self) -> list[int]:
-        """Pids of this cgroup and every cgroup below it (no symlink followed, at most
-        SUBTREE_MOST cgroups: more is refused)."""
+        """Pids of this cgroup and every cgroup below it, depth first with one descriptor per
+        level open (no symlink followed; over SUBTREE_MOST cgroups is refused)."""
         pids = self.pids()
-        pending = [self.duplicate()]
-        walked = 0
-        try:
-            while pending:
-                parent = pending.pop()
-                try:
-                    for child in parent.children():
-                        walked += 1
-                        if walked > SUBTREE_MOST:
-                            raise CgroupRefused(
-                                errno.E2BIG, f"{self.path} has over {SUBTREE_MOST} cgroups below"
-                            )
-                        pending.append(child)
-                        pids.extend(child.pids())
-                except CgroupGone:
-                    continue  # a child removed while walking
-                finally:
-                    parent.close()
-        finally:
-            for cgroup in pending:
-                cgroup.close()
+        self._walk_below(pids, [0])
         return pids
+
+    def _walk_below(self, pids: list[int], walked: list[int]) -> None:
+        for child in self.children():
+            try:
+                walked[0] += 1
+                if walked[0] > SUBTREE_MOST:
+                    raise CgroupRefused(errno.E2BIG, f"over {SUBTREE_MOST} cgroups below")
+                pids.extend(child.pids())
+                child._walk_below(pids, walked)
+            except CgroupGone:
+                continue  # removed while walking
+            finally:
+                child.close()
 
     def children(self) -> Iterator[CgroupDir]:
         """The cgroups right below this one (directories on the same cgroupfs only)."""

@@ -83,6 +83,42 @@ def raise_open_file_limit() -> int:
     return soft
 
 
+# Past this share of the open-file limit, descriptors that only save work (files kept open, PSI
+# triggers, v1 eventfds) give way to those every target needs (its directory, its pidfds).
+SPARE_SHARE = 0.5
+
+
+class _Scarcity:
+    """Whether this process holds over ``share`` of its open-file limit, counted exactly in
+    /proc/self/fd — a listing of every descriptor, so not at every call: after a count, as many
+    calls are answered from it as could not use up the headroom it showed (a caller opens at
+    most MOST_PER_CALL before asking again), and once scarce, RECOUNT calls."""
+
+    MOST_PER_CALL, RECOUNT = 4, 256
+
+    def __init__(self) -> None:
+        self.answer, self.skip = False, 0
+
+    def __call__(self, share: float = SPARE_SHARE) -> bool:
+        if self.skip > 0:
+            self.skip -= 1
+            return self.answer
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft == resource.RLIM_INFINITY:
+            return False
+        try:
+            held = len(os.listdir("/proc/self/fd"))
+        except OSError:  # none left to list with
+            held = soft
+        headroom = soft * share - held
+        self.answer = headroom <= 0
+        self.skip = self.RECOUNT if self.answer else int(headroom) // self.MOST_PER_CALL
+        return self.answer
+
+
+descriptors_scarce = _Scarcity()
+
+
 def list_pids(proc: str = "/proc") -> list[int]:
     return [int(name) for name in os.listdir(proc) if name.isdigit()]
 

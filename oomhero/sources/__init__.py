@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from oomhero.config import PsiTriggerSpec, WatchSettings
 from oomhero.kernel.cgroup import CgroupDir, MemorySample
+from oomhero.kernel.procfs import descriptors_scarce
 from oomhero.sources import ebpf
 from oomhero.sources.ebpf import ProbeWatches
 from oomhero.sources.eventfd import V1Thresholds, threshold_bytes
@@ -27,6 +28,12 @@ from oomhero.sources.unavailable import Unavailable
 __all__ = ["Unavailable", "WakeSources", "probe", "threshold_bytes"]
 
 Say = Callable[..., None]
+# Said (once) of the first target to go without a source that needs a descriptor of its own;
+# each target's "watching target" line lists the sources it has.
+SCARCE = (
+    "half the open-file limit is in use: descriptors are kept for reading and signalling "
+    "every target (targets watched from now on go without it; raise RLIMIT_NOFILE for more)"
+)
 
 
 class WakeSources:
@@ -67,6 +74,8 @@ class WakeSources:
         if "psi" in self.names:
             if self.psi is None:
                 missing["psi"] = "turned off (--psi off)"
+            elif cgroup.version == 2 and descriptors_scarce():
+                missing["psi"] = SCARCE
             else:
                 try:
                     trigger = PsiTrigger(key, cgroup, self.psi)
@@ -121,6 +130,8 @@ class WakeSources:
             self._drop(key, "eventfd")
         if not thresholds:
             return None
+        if descriptors_scarce():
+            return SCARCE
         try:
             self._own(key, V1Thresholds(key, cgroup, thresholds))
         except Unavailable as exc:

@@ -48,6 +48,7 @@ class Found:
     members: list[ProcInfo]
     open_reader: Callable[[], Reader]
     settings: WatchSettings | None = None  # this target's own, where it has any (node mode)
+    identity: str | None = None  # the reader's key, where the scan knows it without opening
 
 
 class Scanner(Protocol):

@@ -19,7 +19,7 @@ from oomhero.kernel.cgroup import CgroupDir, CgroupError
 from oomhero.kernel.locate import memory_mount, own_mounts
 from oomhero.kernel.procfs import read_text
 from oomhero.targets import Scanner
-from oomhero.targets.cgroups import CgroupScanner, Chosen, ProcessTreeReader, ProcessTreeScanner
+from oomhero.targets.cgroups import CgroupScanner, ProcessTreeReader, ProcessTreeScanner
 
 
 @dataclass
@@ -126,7 +126,7 @@ def start(command: list[str], limit: int, **popen_options: object) -> Placement:
         raise
     return Placement(
         process,
-        CgroupScanner([Chosen(group, cgroup)]),
+        CgroupScanner([cgroup]),
         enforced=True,
         why=f"memory.max={limit} in {group}",
         cgroup_path=group,

@@ -19,7 +19,7 @@ from oomhero.actions.webhook import QUEUE_SIZE, Webhook
 from oomhero.config import WatchSettings
 from oomhero.engine import Engine
 from oomhero.kernel.cgroup import CgroupDir
-from oomhero.targets.cgroups import CgroupScanner, Chosen
+from oomhero.targets.cgroups import CgroupScanner
 from tests.helpers import MIB, REPO, SYNTHETIC_CLI, clean_env, run_cli, v2_dir, wait_until
 
 # Synthetic cgroup trees under the temp dir (parsing and policy), taken for cgroupfs.
@@ -55,7 +55,7 @@ def watched(tmp_path, recorder, sleeper):
         inactive=0,
     )
     cgroup = CgroupDir.open(str(directory), 2)
-    engine = Engine(CgroupScanner([Chosen(str(directory), cgroup)]), QUIET)
+    engine = Engine(CgroupScanner([cgroup]), QUIET)
     yield engine, directory
     engine.close()
     cgroup.close()

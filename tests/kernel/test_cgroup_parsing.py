@@ -26,7 +26,7 @@ from oomhero.kernel.locate import (
     parse_mountinfo,
     parse_proc_cgroup,
 )
-from oomhero.targets.cgroups import CgroupScanner, Chosen
+from oomhero.targets.cgroups import CgroupScanner
 from tests.helpers import V1_UNLIMITED, v1_dir, v2_dir, write_files
 
 # Synthetic cgroup trees under the temp dir (parsing and policy), taken for cgroupfs.
@@ -337,7 +337,7 @@ def test_subtree_pids_includes_child_cgroups(tmp_path, opened):
 def test_cgroup_scanner_members_are_the_live_processes_of_the_subtree(tmp_path, opened):
     top = v2_dir(tmp_path / "pod", pids=(os.getpid(),))
     v2_dir(top / "child", pids=(os.getppid(),))
-    found = CgroupScanner([Chosen(str(top), opened(str(top), 2))]).scan()
+    found = CgroupScanner([opened(str(top), 2)]).scan()
     assert list(found) == [str(top)]
     assert sorted(info.pid for info in found[str(top)].members) == sorted(
         [os.getpid(), os.getppid()]

@@ -1,6 +1,7 @@
 import os
 import signal
 import subprocess
+import sys
 
 import psutil
 import pytest
@@ -264,3 +265,18 @@ def test_kernel_symbols_among_matches_whole_names_only(tmp_path):
     )
     found = kernel_symbols_among(("try_charge_memcg", "try_charge"), str(kallsyms))
     assert found == {"try_charge_memcg"}
+
+
+def test_descriptors_are_scarce_past_half_the_open_file_limit():
+    """In a child with a low limit, opening one descriptor at a time: scarce exactly once
+    half of the limit is held (as /proc/self/fd counts them), not before."""
+    code = (
+        "import os, resource\n"
+        "from oomhero.kernel.procfs import descriptors_scarce\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))\n"
+        "while not descriptors_scarce():\n"
+        "    os.open('/', os.O_PATH)\n"
+        "print(len(os.listdir('/proc/self/fd')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(out.stdout) == 32, out

@@ -14,7 +14,7 @@ from oomhero import log
 from oomhero.config import WatchSettings
 from oomhero.engine import Engine
 from oomhero.kernel.cgroup import CgroupDir
-from oomhero.targets.cgroups import CgroupScanner, Chosen
+from oomhero.targets.cgroups import CgroupScanner
 from tests.real_kernel.kit import MIB, Workload, make_cgroup, remove_test_cgroups, wait_for
 
 pytestmark = pytest.mark.guest_v2
@@ -49,7 +49,7 @@ def test_exited_and_reused_pid_is_never_signalled(tmp_path):
     doomed = cgroup.spawn(["sleep", "600"])
     workload = Workload(cgroup, tmp_path / "workload.jsonl")
     engine = Engine(
-        CgroupScanner([Chosen(str(cgroup.path), CgroupDir.open(str(cgroup.path), 2))]),
+        CgroupScanner([CgroupDir.open(str(cgroup.path), 2)]),
         WatchSettings(warning=50, critical=80, cooldown=0),
     )
     newcomer = None
