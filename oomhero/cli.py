@@ -15,6 +15,7 @@ from oomhero import __version__
 from oomhero.commands import bloat, demo, doctor, node, run, sidecar, status, top, watch
 from oomhero.config import ConfigError, WatchSettings
 from oomhero.config.table import KNOWN_ENV, LOG_FLAGS, OUTPUT_FLAGS, WATCH_FLAGS, Flag
+from oomhero.kernel.procfs import raise_open_file_limit
 
 COMMANDS = {
     "sidecar": sidecar,
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         check_unknown_env()
+        raise_open_file_limit()  # a target holds a few descriptors for as long as it is watched
         return COMMANDS[args.command].run(args)
     except ConfigError as exc:
         print(f"oomhero: error: {exc}", file=sys.stderr)

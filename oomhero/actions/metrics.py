@@ -93,6 +93,12 @@ class Metrics(Listener):
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=r,
         )
+        self.not_watched_targets = Counter(
+            "oomhero_targets_not_watched",
+            "targets found but not watched: refused (not the kernel's cgroupfs) or unreadable",
+            ("reason",),
+            registry=r,
+        )
         self._labels: dict[str, tuple[str, str, str]] = {}
 
     # -- engine listener ------------------------------------------------------------------
@@ -126,6 +132,9 @@ class Metrics(Listener):
 
     def detected(self, target, source: str, seconds: float) -> None:
         self.latency.labels(source).observe(seconds)
+
+    def not_watched(self, name: str, reason: str) -> None:
+        self.not_watched_targets.labels(reason).inc()
 
     def gone(self, target) -> None:
         labels = self._labels.pop(target.key, None)

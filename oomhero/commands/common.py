@@ -43,12 +43,21 @@ def setup_logging(args: argparse.Namespace, use_env: bool) -> None:
 
 
 def resolve_targets(specs: list[str]) -> list[CgroupDir]:
-    """CLI targets (cgroup paths or PIDs); one that cannot be watched is a usage error."""
-    cgroups = []
+    """CLI targets (cgroup paths or PIDs); one that cannot be watched is a usage error: every
+    file oomhero may use in it is checked, and a first sample read, before anything starts."""
+    cgroups: list[CgroupDir] = []
     for spec in specs:
         try:
             cgroups.append(resolve_cgroup(spec))
+            trial = cgroups[-1].duplicate()  # keeps no file open once read
+            try:
+                trial.verify()  # a file mounted over is refused now, not once watching
+                trial.sample()
+            finally:
+                trial.close()
         except CgroupError as exc:
+            for cgroup in cgroups:
+                cgroup.close()
             raise ConfigError(f"cannot watch {spec!r}: {exc.strerror}") from None
     return cgroups
 

@@ -11,9 +11,9 @@ from oomhero.actions.signal import SendResult, send
 from oomhero.commands.common import gather_settings
 from oomhero.config import WatchSettings
 from oomhero.kernel import features
-from oomhero.kernel.cgroup import CgroupDir, CgroupError, read_text
+from oomhero.kernel.cgroup import CgroupDir, CgroupError
 from oomhero.kernel.locate import memory_mount, open_own, own_mounts
-from oomhero.kernel.procfs import ProcessSet
+from oomhero.kernel.procfs import ProcessSet, read_text
 from oomhero.sources import ebpf, probe
 from oomhero.sources.ebpf import libbpf
 from oomhero.targets import Found
@@ -222,7 +222,7 @@ def target_checks(found: dict[str, Found], settings: WatchSettings) -> list[Chec
             if isinstance(reader, CgroupDir):
                 checks.append(source_check(item.name, reader, settings))
             reader.close()
-        except (CgroupError, ValueError) as exc:
+        except CgroupError as exc:
             checks.append(Check(f"read {item.name}", False, str(exc)))
         processes = ProcessSet()
         processes.sync(item.members)

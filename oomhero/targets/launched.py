@@ -15,8 +15,9 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from oomhero.kernel.cgroup import CgroupDir, CgroupError, read_text
+from oomhero.kernel.cgroup import CgroupDir, CgroupError
 from oomhero.kernel.locate import memory_mount, own_mounts
+from oomhero.kernel.procfs import read_text
 from oomhero.targets import Scanner
 from oomhero.targets.cgroups import CgroupScanner, ProcessTreeReader, ProcessTreeScanner
 
@@ -118,7 +119,7 @@ def start(command: list[str], limit: int, **popen_options: object) -> Placement:
 
     try:
         process = subprocess.Popen(command, preexec_fn=join_group, **popen_options)
-        cgroup = CgroupDir(group, 2, "host")
+        cgroup = CgroupDir.open(group, 2, "host")
     except (OSError, subprocess.SubprocessError, CgroupError):
         with contextlib.suppress(OSError):
             os.rmdir(group)

@@ -6,7 +6,6 @@ import http.server
 import json
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -21,7 +20,10 @@ from oomhero.config import WatchSettings
 from oomhero.engine import Engine
 from oomhero.kernel.cgroup import CgroupDir
 from oomhero.targets.cgroups import CgroupScanner
-from tests.helpers import MIB, REPO, clean_env, run_cli, v2_dir, wait_until
+from tests.helpers import MIB, REPO, SYNTHETIC_CLI, clean_env, run_cli, v2_dir, wait_until
+
+# Synthetic cgroup trees under the temp dir (parsing and policy), taken for cgroupfs.
+pytestmark = pytest.mark.usefixtures("synthetic_cgroupfs")
 
 QUIET = WatchSettings(warning=50, critical=80, sources=(), cooldown=0)
 
@@ -52,7 +54,7 @@ def watched(tmp_path, recorder, sleeper):
         limit=str(100 * MIB),
         inactive=0,
     )
-    cgroup = CgroupDir(str(directory), 2)
+    cgroup = CgroupDir.open(str(directory), 2)
     engine = Engine(CgroupScanner([cgroup]), QUIET)
     yield engine, directory
     engine.close()
@@ -235,9 +237,7 @@ def test_a_flood_of_idle_slow_and_busy_clients_is_bounded_and_the_signal_still_a
     flags = ["--sources", "none", "--interval", "100ms", "--warning", "50", "--critical", "80"]
     watcher = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "oomhero",
+            *SYNTHETIC_CLI,
             "watch",
             str(directory),
             *flags,
@@ -340,6 +340,6 @@ def test_metrics_bind_this_machine_only_unless_in_a_pod():
 )
 def test_bad_output_settings_exit_2(tmp_path, args, words):
     directory = v2_dir(tmp_path / "cg")
-    result = run_cli("watch", str(directory), "--sources", "none", *args)
+    result = run_cli("watch", str(directory), "--sources", "none", *args, synthetic=True)
     assert result.returncode == 2, result.stderr
     assert words in result.stderr and "Traceback" not in result.stderr
