@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -32,6 +33,12 @@ def gather_settings(args: argparse.Namespace, use_env: bool) -> WatchSettings:
     return build_watch_settings(raw, getattr(args, "watch_defaults", WatchSettings()))
 
 
+# The modes that run in a pod. They log to stdout: log agents (GKE's, among others) mark every
+# stderr line as an error. Commands run by hand log to stderr, the CLI's convention, which
+# keeps stdout for what they show (top's view).
+CONTAINER_MODES = ("sidecar", "node")
+
+
 def setup_logging(args: argparse.Namespace, use_env: bool) -> None:
     """--log-format / --log-level, else their env vars (where allowed), else text / info."""
     raw = given(args, LOG_FLAGS, use_env)
@@ -39,7 +46,8 @@ def setup_logging(args: argparse.Namespace, use_env: bool) -> None:
     for key, choices in (("log_format", ("text", "json")), ("log_level", ("info", "debug"))):
         setting = raw.get(key)
         chosen[key] = parse_choice(setting.name, setting.raw, choices) if setting else choices[0]
-    log.setup(chosen["log_format"], debug=chosen["log_level"] == "debug")
+    stream = sys.stdout if args.command in CONTAINER_MODES else sys.stderr
+    log.setup(chosen["log_format"], stream, debug=chosen["log_level"] == "debug")
 
 
 def resolve_targets(specs: list[str]) -> list[CgroupDir]:
@@ -67,7 +75,7 @@ class Outputs:
 def default_metrics_address(command: str) -> str:
     """In a pod, Prometheus scrapes the pod's IP from outside: every interface. A command run by
     hand (watch, top, run) is often on a laptop: this machine only."""
-    return "0.0.0.0" if command in ("sidecar", "node") else "127.0.0.1"
+    return "0.0.0.0" if command in CONTAINER_MODES else "127.0.0.1"
 
 
 def parse_outputs(args: argparse.Namespace) -> Outputs:
