@@ -31,7 +31,12 @@ class Actions:
         self.listeners = listeners
         self.report = report
         self.signaller = Signaller(
-            settings.signal_target, settings.signal_uncaught, refresh, self.report, listeners
+            settings.signal_target,
+            settings.signal_uncaught,
+            refresh,
+            self.report,
+            listeners,
+            settings.dry_run,
         )
 
     def unreadable(self, target: Target, error: Exception) -> None:
@@ -89,13 +94,9 @@ class Actions:
     def unlimited(self, target: Target, sample: Sample, source: str) -> None:
         self.report.clear(target, "unreadable")
         target.crossing = None
-        self.report.once(
-            target,
-            "unlimited",
-            logging.INFO,
-            "no memory limit: never signalled",
-            app=target.main_comm,
-        )
+        if "unlimited" not in target.said:  # the app's name is read only for the line
+            msg = "no memory limit: never signalled"
+            self.report.once(target, "unlimited", logging.INFO, msg, app=target.main_comm)
         self.listeners.sampled(target, sample.memory, None, None, source)
 
     def oom_killed(self, target: Target, victims: int, total: int | None) -> None:

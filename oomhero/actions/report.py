@@ -6,9 +6,13 @@ import logging
 from typing import TYPE_CHECKING
 
 from oomhero import log
+from oomhero.kernel.procfs import current_comm
 from oomhero.policy import Decision
 
 if TYPE_CHECKING:
+    import signal
+
+    from oomhero.kernel.procfs import TrackedProcess
     from oomhero.targets import Target
 
 MIB = 1024 * 1024
@@ -53,6 +57,13 @@ class Report:
         msg = f"{verb} {decision.level.label}{_NOTE.get(decision.reason, '')}"
         log.event(logging.WARNING if rose else logging.INFO, msg, **fields)
 
+    def not_sent_dry_run(
+        self, about: dict[str, object], threshold: str, reason: str, fields: dict[str, object]
+    ) -> None:
+        """The line a signal would have had, under --dry-run."""
+        said = {"threshold": threshold, "reason": reason, **fields, "dry_run": True}
+        log.event(logging.WARNING, "signal not sent: dry run", **about, **said)
+
     def oom_killed(self, target: Target, victims: int, total: int | None) -> None:
         log.event(
             logging.ERROR,
@@ -62,3 +73,8 @@ class Report:
             total=total,
             app=target.main_comm,
         )
+
+
+def about_process(process: TrackedProcess, sig: signal.Signals) -> dict[str, object]:
+    """A signal line's words on its process: the name it has now (an exec renames it)."""
+    return {"pid": process.pid, "comm": current_comm(process.info), "signal": sig.name}

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from oomhero import log
@@ -25,6 +26,7 @@ from oomhero.engine import Engine
 from oomhero.kernel.cgroup import CgroupDir, CgroupError
 from oomhero.targets import Scanner
 from oomhero.targets.cgroups import resolve_cgroup
+from oomhero.targets.node import CONTAINER_ENV
 
 
 def gather_settings(args: argparse.Namespace, use_env: bool) -> WatchSettings:
@@ -133,8 +135,21 @@ def start_outputs(outputs: Outputs, engine: Engine) -> list[Callable[[], None]]:
 
 
 def say_cautions(settings: WatchSettings) -> None:
-    for caution in settings.cautions():
+    for caution in [*settings.cautions(), *opt_in_cautions(os.environ)]:
         log.event(logging.WARNING, "caution", why=caution)
+
+
+def opt_in_cautions(environ: Mapping[str, str]) -> list[str]:
+    """A node agent's per-container opt-in in this process's own env: it sets nothing here."""
+    said = []
+    for name, key in CONTAINER_ENV.items():
+        flag = next(f for f in WATCH_FLAGS if f.key == key)
+        if name in environ and flag.env != name:
+            said.append(
+                f"{name} is a container's opt-in that a node agent reads from that container's "
+                f"environment; this command's setting is {flag.env} ({flag.flag})"
+            )
+    return said
 
 
 def run_engine(args: argparse.Namespace, scanner_factory: Callable[[], Scanner]) -> int:
@@ -161,6 +176,7 @@ def run_engine(args: argparse.Namespace, scanner_factory: Callable[[], Scanner])
             metric=settings.metric,
             signal_target=settings.signal_target,
             signal_uncaught=settings.signal_uncaught,
+            dry_run=settings.dry_run,
             warning_signal=settings.warning_signal.name,
             critical_signal=settings.critical_signal.name,
         )

@@ -84,6 +84,9 @@ WATCH_FLAGS = (
     _f("signal_uncaught", None, "also signal processes that have no handler for the signal, as "
        "OOMHero does (SIGUSR1/SIGUSR2 then terminate them); default: only those whose "
        "/proc/PID/status SigCgt catches it", const="1"),
+    _f("dry_run", None, "decide and log as usual, send no signal: each line that would have "
+       "been a signal says dry_run=true (permission and handler still checked, with signal 0)",
+       const="1"),
 )  # fmt: skip
 
 LOG_FLAGS = (

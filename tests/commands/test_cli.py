@@ -9,6 +9,7 @@ import json
 import pytest
 
 import oomhero
+from oomhero.commands.common import opt_in_cautions
 from tests.helpers import run_cli, soft_limit_only
 
 SIDECAR_ENV = ("WARNING", "CRITICAL", "COOLDOWN", "WARNING_SIGNAL", "CRITICAL_SIGNAL")
@@ -189,3 +190,38 @@ def test_doctor_prints_ok_or_missing_lines():
     assert memory[0].startswith("ok ") == (result.returncode == 0)
     for name in ("cgroup v2", "PSI", "kprobes"):
         assert any(name in line for line in lines), name
+
+
+# A node agent's per-container opt-in, as a container that runs this image carries it (the
+# agent's own, or an app's: the bloat app of a node-mode pod).
+OPT_IN = {
+    "OOMHERO_WARNING": "60",
+    "OOMHERO_CRITICAL": "85",
+    "OOMHERO_COOLDOWN": "5s",
+    "OOMHERO_WARNING_SIGNAL": "SIGUSR1",
+    "OOMHERO_CRITICAL_SIGNAL": "SIGTERM",
+}
+
+
+@pytest.mark.parametrize(
+    ("command", "codes"),
+    [(["status", "--json"], (0,)), (["doctor"], (0, 1)), (["bloat", "--rate", "x"], (2,))],
+)
+def test_cli_commands_work_in_a_container_that_opts_in_to_a_node_agent(command, codes):
+    result = run_cli(*command, timeout=60, **OPT_IN)
+    assert "unknown setting" not in result.stderr, result.stderr
+    assert result.returncode in codes, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    if command[0] == "bloat":  # its own error about --rate, not oomhero's about the env
+        assert result.stderr.startswith("oomhero bloat: error:"), result.stderr
+
+
+def test_an_engine_says_the_opt_in_variables_in_its_own_env_set_nothing_for_it():
+    said = opt_in_cautions({**OPT_IN, "OOMHERO_HYSTERESIS": "3"})
+    assert len(said) == len(OPT_IN)  # OOMHERO_HYSTERESIS is the engine's own setting too
+    assert any("OOMHERO_WARNING is a container's opt-in" in s and "WARNING (--warning)" in s
+               for s in said)  # fmt: skip
+    result = run_cli("status", "--json", OOMHERO_WARNNG="60")  # status ignores the env
+    assert result.returncode == 0, result.stderr
+    result = run_cli("doctor", OOMHERO_WARNNG="60")  # doctor reads it: a typo is refused
+    assert result.returncode == 2 and "unknown setting OOMHERO_WARNNG" in result.stderr
