@@ -81,7 +81,7 @@ def test_dry_run_decides_and_logs_but_sends_nothing(recorder, sleeper, json_log,
 
 def test_dry_run_with_signal_uncaught_still_sends_nothing(sleeper, json_log, make_engine):
     reader = ScriptedReader([percent(95)])
-    engine, clock = make_engine(
+    engine, _ = make_engine(
         FakeScanner(app=([sleeper.pid], reader)), dry_run=True, signal_uncaught=True
     )
     engine.watchlist.rescan()
