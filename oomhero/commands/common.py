@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -21,7 +22,7 @@ from oomhero.config import (
     parse_port,
     parse_url,
 )
-from oomhero.config.table import LOG_FLAGS, OUTPUT_FLAGS, WATCH_FLAGS, given
+from oomhero.config.table import LOG_FLAGS, OUTPUT_FLAGS, POD_ENV, WATCH_FLAGS, given
 from oomhero.engine import Engine
 from oomhero.kernel.cgroup import CgroupDir, CgroupError
 from oomhero.targets import Scanner
@@ -72,6 +73,7 @@ class Outputs:
     webhook: str | None = None
     webhook_timeout: float = 2.0
     webhook_retries: int = 3
+    pod: tuple[str, str, str] = ("", "", "")  # sidecar: its pod's namespace, name and UID
 
 
 def default_metrics_address(command: str) -> str:
@@ -83,6 +85,9 @@ def default_metrics_address(command: str) -> str:
 def parse_outputs(args: argparse.Namespace) -> Outputs:
     raw = {key: (s.name, s.raw) for key, s in given(args, OUTPUT_FLAGS, use_env=True).items()}
     outputs = Outputs(metrics_address=default_metrics_address(args.command))
+    if args.command == "sidecar":  # a node agent's targets are in other pods than its own
+        pod = tuple(parse_pod_field(name, os.environ.get(name, "")) for name in POD_ENV)
+        outputs = replace(outputs, pod=pod)
     if "metrics_port" in raw:
         outputs = replace(outputs, metrics_port=parse_port(*raw["metrics_port"]))
         if "metrics_address" in raw:
@@ -105,17 +110,31 @@ def parse_outputs(args: argparse.Namespace) -> Outputs:
     return outputs
 
 
+_POD_FIELD = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+
+
+def parse_pod_field(name: str, raw: str) -> str:
+    """A Kubernetes namespace, pod name or UID (DNS-1123 characters, at most 253), or unset."""
+    if raw and not _POD_FIELD.fullmatch(raw):
+        raise ConfigError(
+            f"{name}={raw!r} is not a Kubernetes name or UID (lower-case letters, digits, '-' "
+            "and '.', at most 253): set it from the downward API (metadata.namespace, "
+            "metadata.name, metadata.uid)"
+        )
+    return raw
+
+
 def start_outputs(outputs: Outputs, engine: Engine) -> list[Callable[[], None]]:
     """Attach metrics and webhook to the engine; returns what needs closing."""
     closers = []
     if outputs.metrics_port is not None:
         # Imported when asked for: prometheus_client and http.server are a good part of the
         # start-up of every oomhero, seconds under emulation.
-        from oomhero.actions.metrics import Metrics
+        from oomhero.actions.metrics import Metrics, PodIdentity
         from oomhero.actions.metrics import serve as serve_metrics
 
         address, port = outputs.metrics_address, outputs.metrics_port
-        metrics = Metrics()
+        metrics = Metrics(PodIdentity(*outputs.pod))
         try:
             server = serve_metrics(metrics, lambda: engine.watchlist.scanned_once, address, port)
         except OSError as exc:
