@@ -12,6 +12,7 @@ from oomhero.policy import Decision
 if TYPE_CHECKING:
     import signal
 
+    from oomhero.kernel.kmsg import OomVictim
     from oomhero.kernel.procfs import TrackedProcess
     from oomhero.targets import Target
 
@@ -64,14 +65,24 @@ class Report:
         said = {"threshold": threshold, "reason": reason, **fields, "dry_run": True}
         log.event(logging.WARNING, "signal not sent: dry run", **about, **said)
 
-    def oom_killed(self, target: Target, victims: int, total: int | None) -> None:
+    def oom_killed(
+        self,
+        target: Target,
+        victims: int,
+        total: int | None,
+        named: list[OomVictim],
+        why: str | None,
+    ) -> None:
+        """The kernel's OOM kill: the processes it killed as the kernel names them (pid in the
+        host's PID namespace), or why they are unknown; never the container's top process."""
+        if named:
+            about: dict[str, object] = {"victim_pid": named[0].pid, "victim_comm": named[0].comm}
+            if len(named) > 1:  # memory.oom.group: the whole group
+                about["other_victims"] = ",".join(f"{v.pid}({v.comm})" for v in named[1:])
+        else:
+            about = {"victim": "unknown", "why": why or "no OOM record in the kernel's log"}
         log.event(
-            logging.ERROR,
-            "oom kill",
-            target=target.name,
-            victims=victims,
-            total=total,
-            app=target.main_comm,
+            logging.ERROR, "oom kill", target=target.name, victims=victims, total=total, **about
         )
 
 

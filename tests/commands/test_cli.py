@@ -177,19 +177,41 @@ def test_run_of_a_missing_command_exits_127():
     assert "Traceback" not in result.stderr
 
 
-def test_doctor_prints_ok_or_missing_lines():
+def test_doctor_prints_check_lines_and_ends_with_one_verdict():
     # Reads (never writes) this machine's cgroup mounts and /proc; exit 0 or 1 depends on it.
     result = run_cli("doctor", timeout=60)
     assert result.returncode in (0, 1), result.stderr
     assert "Traceback" not in result.stderr
-    lines = result.stdout.splitlines()
+    *lines, verdict = result.stdout.splitlines()
     assert lines
-    assert all(line.startswith(("ok ", "missing ")) for line in lines), lines
+    assert all(line.startswith(("ok ", "missing ", "n/a ")) for line in lines), lines
     memory = [line for line in lines if line.split()[1:3] == ["memory", "controller"]]
     assert len(memory) == 1
-    assert memory[0].startswith("ok ") == (result.returncode == 0)
     for name in ("cgroup v2", "PSI", "kprobes"):
         assert any(name in line for line in lines), name
+    assert verdict.startswith("verdict: on this machine oomhero will wake on: ")
+    assert "polling" in verdict
+    assert ("NOT READY" in verdict) == (result.returncode == 1)
+    if not memory[0].startswith("ok "):
+        assert result.returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("target", "said"),
+    [
+        ("999999999", "999999999 (pid 999999999 is gone or has no memory cgroup)"),
+        ("/nonexistent/cgroup", "/nonexistent/cgroup ("),
+        ("relative\n\x1b[2J", "is not a memory cgroup"),
+    ],
+)
+def test_doctor_exits_1_for_a_target_that_does_not_exist(target, said):
+    result = run_cli("doctor", target, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    verdict = result.stdout.splitlines()[-1]
+    assert "it cannot watch: " in verdict and said in verdict, verdict
+    assert verdict.endswith("NOT READY (exit 1)")
+    assert all(line.isprintable() for line in result.stdout.splitlines()), result.stdout
+    assert "Traceback" not in result.stderr
 
 
 # A node agent's per-container opt-in, as a container that runs this image carries it (the
