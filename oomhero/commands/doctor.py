@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from oomhero.actions.signal import SendResult, send
 from oomhero.commands.common import gather_settings
@@ -92,6 +92,7 @@ class TargetReport:
     watched: list[str]  # read and signalled
     unlimited: list[str]  # read, no limit: never signalled
     failed: list[str]  # name (why)
+    active: set[str] = field(default_factory=set)  # sources some target gets
 
 
 class Verdict:
@@ -109,6 +110,8 @@ class Verdict:
         self.wakes, self.cannot = [], []
         for source in settings.sources:
             how = _source_works(source, by_name, settings.bcc)
+            if source in targets.active and how is not True and source != "ebpf":
+                how = True  # the target's own probe: doctor's cgroup may be the root (no events)
             if how is True:
                 self.wakes.append(source)
             elif isinstance(how, str) and how.startswith("ebpf"):
@@ -227,7 +230,9 @@ def _inotify_check() -> Check:
             return Check(
                 "inotify memory.events",
                 False,
-                "this process's cgroup has no memory.events (the root cgroup has none)",
+                "not probed here: this process's cgroup is the root, which has no "
+                "memory.events (each target's sources line says)",
+                applies=False,
             )
         _, missing = probe(cgroup, ("inotify",), None)
     finally:
@@ -343,7 +348,9 @@ def target_checks(found: dict[str, Found], settings: WatchSettings) -> TargetRep
                 report.checks.append(Check(f"read {item.name}", True, where + limit))
                 readable = True
                 if isinstance(reader, CgroupDir):
-                    report.checks.append(source_check(item.name, reader, settings))
+                    check, active = source_check(item.name, reader, settings)
+                    report.checks.append(check)
+                    report.active.update(active)
             finally:
                 reader.close()
         except (CgroupError, ValueError) as exc:
@@ -372,9 +379,9 @@ def target_checks(found: dict[str, Found], settings: WatchSettings) -> TargetRep
     return report
 
 
-def source_check(name: str, cgroup: CgroupDir, settings: WatchSettings) -> Check:
+def source_check(name: str, cgroup: CgroupDir, settings: WatchSettings) -> tuple[Check, list[str]]:
     """Which kernel wake-up sources this target would get, and why the others not."""
     active, missing = probe(cgroup, settings.sources, settings.psi, settings.bcc)
     detail = ", ".join(active) or "none: polling only"
     detail += "".join(f"; {source}: {why}" for source, why in missing.items())
-    return Check(f"sources {name}", bool(active), detail)
+    return Check(f"sources {name}", bool(active), detail), list(active)
