@@ -147,6 +147,7 @@ class Engine:
         self.stopped_by = signal.Signals(signum).name
 
     def close(self) -> None:
+        self.actions.close()
         self.sources.close()
         self.watchlist.close()
         self.fds.close()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from oomhero import log
@@ -19,17 +22,24 @@ from oomhero.config import (
     parse_port,
     parse_url,
 )
-from oomhero.config.table import LOG_FLAGS, OUTPUT_FLAGS, WATCH_FLAGS, given
+from oomhero.config.table import LOG_FLAGS, OUTPUT_FLAGS, POD_ENV, WATCH_FLAGS, given
 from oomhero.engine import Engine
 from oomhero.kernel.cgroup import CgroupDir, CgroupError
 from oomhero.targets import Scanner
 from oomhero.targets.cgroups import resolve_cgroup
+from oomhero.targets.node import CONTAINER_ENV
 
 
 def gather_settings(args: argparse.Namespace, use_env: bool) -> WatchSettings:
     """Flags first, then (if allowed) env vars; every present value is validated."""
     raw = given(args, WATCH_FLAGS, use_env)
     return build_watch_settings(raw, getattr(args, "watch_defaults", WatchSettings()))
+
+
+# The modes that run in a pod. They log to stdout: log agents (GKE's, among others) mark every
+# stderr line as an error. Commands run by hand log to stderr, the CLI's convention, which
+# keeps stdout for what they show (top's view).
+CONTAINER_MODES = ("sidecar", "node")
 
 
 def setup_logging(args: argparse.Namespace, use_env: bool) -> None:
@@ -39,7 +49,8 @@ def setup_logging(args: argparse.Namespace, use_env: bool) -> None:
     for key, choices in (("log_format", ("text", "json")), ("log_level", ("info", "debug"))):
         setting = raw.get(key)
         chosen[key] = parse_choice(setting.name, setting.raw, choices) if setting else choices[0]
-    log.setup(chosen["log_format"], debug=chosen["log_level"] == "debug")
+    stream = sys.stdout if args.command in CONTAINER_MODES else sys.stderr
+    log.setup(chosen["log_format"], stream, debug=chosen["log_level"] == "debug")
 
 
 def resolve_targets(specs: list[str]) -> list[CgroupDir]:
@@ -71,17 +82,21 @@ class Outputs:
     webhook: str | None = None
     webhook_timeout: float = 2.0
     webhook_retries: int = 3
+    pod: tuple[str, str, str] = ("", "", "")  # sidecar: its pod's namespace, name and UID
 
 
 def default_metrics_address(command: str) -> str:
     """In a pod, Prometheus scrapes the pod's IP from outside: every interface. A command run by
     hand (watch, top, run) is often on a laptop: this machine only."""
-    return "0.0.0.0" if command in ("sidecar", "node") else "127.0.0.1"
+    return "0.0.0.0" if command in CONTAINER_MODES else "127.0.0.1"
 
 
 def parse_outputs(args: argparse.Namespace) -> Outputs:
     raw = {key: (s.name, s.raw) for key, s in given(args, OUTPUT_FLAGS, use_env=True).items()}
     outputs = Outputs(metrics_address=default_metrics_address(args.command))
+    if args.command == "sidecar":  # a node agent's targets are in other pods than its own
+        pod = tuple(parse_pod_field(name, os.environ.get(name, "")) for name in POD_ENV)
+        outputs = replace(outputs, pod=pod)
     if "metrics_port" in raw:
         outputs = replace(outputs, metrics_port=parse_port(*raw["metrics_port"]))
         if "metrics_address" in raw:
@@ -104,17 +119,31 @@ def parse_outputs(args: argparse.Namespace) -> Outputs:
     return outputs
 
 
+_POD_FIELD = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+
+
+def parse_pod_field(name: str, raw: str) -> str:
+    """A Kubernetes namespace, pod name or UID (DNS-1123 characters, at most 253), or unset."""
+    if raw and not _POD_FIELD.fullmatch(raw):
+        raise ConfigError(
+            f"{name}={raw!r} is not a Kubernetes name or UID (lower-case letters, digits, '-' "
+            "and '.', at most 253): set it from the downward API (metadata.namespace, "
+            "metadata.name, metadata.uid)"
+        )
+    return raw
+
+
 def start_outputs(outputs: Outputs, engine: Engine) -> list[Callable[[], None]]:
     """Attach metrics and webhook to the engine; returns what needs closing."""
     closers = []
     if outputs.metrics_port is not None:
         # Imported when asked for: prometheus_client and http.server are a good part of the
         # start-up of every oomhero, seconds under emulation.
-        from oomhero.actions.metrics import Metrics
+        from oomhero.actions.metrics import Metrics, PodIdentity
         from oomhero.actions.metrics import serve as serve_metrics
 
         address, port = outputs.metrics_address, outputs.metrics_port
-        metrics = Metrics()
+        metrics = Metrics(PodIdentity(*outputs.pod))
         try:
             server = serve_metrics(metrics, lambda: engine.watchlist.scanned_once, address, port)
         except OSError as exc:
@@ -134,8 +163,21 @@ def start_outputs(outputs: Outputs, engine: Engine) -> list[Callable[[], None]]:
 
 
 def say_cautions(settings: WatchSettings) -> None:
-    for caution in settings.cautions():
+    for caution in [*settings.cautions(), *opt_in_cautions(os.environ)]:
         log.event(logging.WARNING, "caution", why=caution)
+
+
+def opt_in_cautions(environ: Mapping[str, str]) -> list[str]:
+    """A node agent's per-container opt-in in this process's own env: it sets nothing here."""
+    said = []
+    for name, key in CONTAINER_ENV.items():
+        flag = next(f for f in WATCH_FLAGS if f.key == key)
+        if name in environ and flag.env != name:
+            said.append(
+                f"{name} is a container's opt-in that a node agent reads from that container's "
+                f"environment; this command's setting is {flag.env} ({flag.flag})"
+            )
+    return said
 
 
 def run_engine(args: argparse.Namespace, scanner_factory: Callable[[], Scanner]) -> int:
@@ -162,6 +204,7 @@ def run_engine(args: argparse.Namespace, scanner_factory: Callable[[], Scanner])
             metric=settings.metric,
             signal_target=settings.signal_target,
             signal_uncaught=settings.signal_uncaught,
+            dry_run=settings.dry_run,
             warning_signal=settings.warning_signal.name,
             critical_signal=settings.critical_signal.name,
         )

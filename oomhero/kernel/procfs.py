@@ -34,12 +34,29 @@ def parse_stat(text: str) -> tuple[str, int, int, int]:
 def read_proc(pid: int, proc: str = "/proc") -> ProcInfo | None:
     """None when the process is gone (or vanishes while being read)."""
     try:
-        with open(f"{proc}/{pid}/stat") as f:
+        # Not UTF-8 is no reason to lose a process: a name is any 15 bytes (prctl, exec).
+        with open(f"{proc}/{pid}/stat", encoding="utf-8", errors="surrogateescape") as f:
             comm, ppid, flags, starttime = parse_stat(f.read())
         uid = os.stat(f"{proc}/{pid}").st_uid
     except (OSError, ValueError, IndexError):
         return None
     return ProcInfo(pid, ppid, comm, starttime, uid, bool(flags & PF_KTHREAD))
+
+
+def current_comm(info: ProcInfo, proc: str = "/proc") -> str:
+    """The name ``info``'s process has now (an exec or prctl renames it), for a log line about it;
+    the name seen at discovery when it is gone or its pid is another process's. Read as bytes,
+    bounded, without blocking: bytes that are not UTF-8 come back as surrogateescapes."""
+    try:
+        fd = os.open(f"{proc}/{info.pid}/stat", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            data = os.read(fd, 4096)  # a stat line is a few hundred bytes, comm 15 at most
+        finally:
+            os.close(fd)
+        comm, _, _, starttime = parse_stat(data.decode(errors="surrogateescape"))
+    except (OSError, ValueError, IndexError):
+        return info.comm
+    return comm if starttime == info.starttime else info.comm
 
 
 def parse_caught(status: str) -> int:

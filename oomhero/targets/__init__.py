@@ -16,7 +16,7 @@ from typing import Protocol
 
 from oomhero.config import WatchSettings
 from oomhero.kernel.cgroup import MemorySample
-from oomhero.kernel.procfs import ProcessSet, ProcInfo
+from oomhero.kernel.procfs import ProcessSet, ProcInfo, current_comm
 from oomhero.policy import PolicyState, Thresholds
 from oomhero.sources.ebpf import Crossing
 from oomhero.sources.polling import GrowthEstimate
@@ -93,4 +93,4 @@ class Target:
     @property
     def main_comm(self) -> str:
         main = self.processes.chosen("main")
-        return main[0].info.comm if main else "-"
+        return current_comm(main[0].info) if main else "-"  # its name now: an exec renames it

@@ -8,7 +8,7 @@ from tests.real_kernel.kit.cgroups import (
     make_cgroup,
     remove_test_cgroups,
 )
-from tests.real_kernel.kit.guest import MIB, REPO, read_jsonl, require_guest, wait_for
+from tests.real_kernel.kit.guest import MIB, REPO, log_time, read_jsonl, require_guest, wait_for
 from tests.real_kernel.kit.pod import Container, Pod, oomhero_container
 from tests.real_kernel.kit.processes import (
     WORKLOAD,
@@ -31,6 +31,7 @@ __all__ = [
     "Workload",
     "bloat_argv",
     "cgroup_base",
+    "log_time",
     "make_cgroup",
     "oomhero",
     "oomhero_container",
