@@ -8,14 +8,18 @@ positional) and ``arguments(parser)`` for its own.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+import traceback
 from typing import NoReturn
 
-from oomhero import __version__
+from oomhero import __version__, log
 from oomhero.commands import bloat, demo, doctor, node, run, sidecar, status, top, watch
 from oomhero.config import ConfigError, WatchSettings
 from oomhero.config.table import KNOWN_ENV, LOG_FLAGS, OUTPUT_FLAGS, WATCH_FLAGS, Flag
+from oomhero.kernel.procfs import raise_open_file_limit
+from oomhero.targets.node import CONTAINER_ENV
 
 COMMANDS = {
     "sidecar": sidecar,
@@ -114,12 +118,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_unknown_env() -> None:
+# The commands that take settings from the env, where a misspelt OOMHERO_* would be lost;
+# status, bloat and demo ignore the env (a pod's configuration) and start whatever it holds.
+ENV_COMMANDS = ("sidecar", "watch", "top", "node", "run", "doctor")
+
+
+def check_unknown_env(command: str = "sidecar") -> None:
+    """An OOMHERO_* variable that nothing reads is a typo: refuse it. A node agent's
+    per-container opt-in (OOMHERO_WARNING, ...) is known: any container may carry it, the
+    agent's own or an app's that runs this image."""
+    if command not in ENV_COMMANDS:
+        return
+    known = KNOWN_ENV | set(CONTAINER_ENV)
     # OOMHERO_GUEST_* belong to the test harness (guest/run), not to oomhero.
     unknown = sorted(
         k
         for k in os.environ
-        if k.startswith("OOMHERO_") and not k.startswith("OOMHERO_GUEST_") and k not in KNOWN_ENV
+        if k.startswith("OOMHERO_") and not k.startswith("OOMHERO_GUEST_") and k not in known
     )
     if unknown:
         raise ConfigError(
@@ -133,10 +148,18 @@ def main(argv: list[str] | None = None) -> int:
         argv.insert(0, "sidecar")
     args = build_parser().parse_args(argv)
     try:
-        check_unknown_env()
+        check_unknown_env(args.command)
+        raise_open_file_limit()  # a target holds a few descriptors for as long as it is watched
         return COMMANDS[args.command].run(args)
     except ConfigError as exc:
         print(f"oomhero: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if not log.LOGGER.handlers:
+            raise  # a command that does not log: Python's traceback
+        # Once lines go to a log agent, a crash is one more line of the same format.
+        why = f"{type(exc).__name__}: {exc}"
+        log.event(logging.CRITICAL, "crashed", why=why, traceback=traceback.format_exc())
+        return 1

@@ -12,8 +12,8 @@ from oomhero.actions import Actions
 from oomhero.actions.listener import Listeners
 from oomhero.actions.report import Report
 from oomhero.config import WatchSettings
-from oomhero.kernel.cgroup import CgroupError
-from oomhero.kernel.procfs import process_count, raise_open_file_limit
+from oomhero.kernel.cgroup import CgroupError, CgroupGone, CgroupRefused
+from oomhero.kernel.procfs import process_generation
 from oomhero.policy import Decision, evaluate
 from oomhero.sampler import Sampler
 from oomhero.sources import WakeSources
@@ -41,7 +41,6 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings, self.rescan_interval, self.clock = settings, rescan_interval, clock
-        raise_open_file_limit()  # every target keeps a few descriptors open
         self.fds = Wakeups()  # what the loop waits on
         self.add_source = self.fds.add  # another fd for the loop (top's keys)
         self.listeners, report = Listeners(), Report()
@@ -54,13 +53,13 @@ class Engine:
         )
         self.watchlist = Watchlist(
             scanner, settings, self.sources, self.sampler, report, self.listeners,
-            self.polling.describe(),
+            self.polling.describe(), clock,
         )  # fmt: skip
         self.actions = Actions(settings, self.watchlist.refresh, self.listeners, report)
-        self.targets, self.unopened = self.watchlist.targets, self.watchlist.unopened
+        self.targets = self.watchlist.targets
         self.wakeups: Counter[str] = Counter()  # samples taken, by what woke the loop
-        self.rescans = RescanGate(process_count)  # the per-second rescan, when anything changed
-        self.rescan_due = self.stopping = False
+        self.rescans = RescanGate(process_generation)  # the per-second rescan, if anything changed
+        self.stopping = False
         self.stopped_by: str | None = None  # the signal that stopped the loop
 
     def sample_all(self, source: str) -> None:
@@ -69,11 +68,21 @@ class Engine:
             self.sample_target(target, now, source)
 
     def sample_target(self, target: Target, now: float, source: str) -> Decision | None:
-        """One visit: read → decide → follow (threshold sources) → schedule → act."""
+        """One visit: read → decide → follow (threshold sources) → schedule → act. A target
+        whose cgroup is removed, or found not to be the kernel's, ends here."""
+        if target.key not in self.targets:
+            return None  # ended earlier in this wake-up
         self.wakeups[source] += 1
+        with self.watchlist.ending(target):
+            return self._visit(target, now, source)
+        return None
+
+    def _visit(self, target: Target, now: float, source: str) -> Decision | None:
         try:
             sample = self.sampler.read(target, now)
-        except (CgroupError, ValueError) as exc:
+        except (CgroupGone, CgroupRefused):
+            raise  # the target ends (Watchlist.ending)
+        except CgroupError as exc:
             self.actions.unreadable(target, exc)
             target.next_sample_at = now + self.polling.slowest
             return None
@@ -100,27 +109,35 @@ class Engine:
             next_scan = self.clock()
             while not self.stopping and not until():
                 now = self.clock()
-                if self.rescan_due or (now >= next_scan and self.rescans.due(now)):
-                    self.rescan_due = False
+                if now >= next_scan and self.rescans.due(now):
                     self.watchlist.rescan()
+                elif now >= self.watchlist.retry_at:
+                    self.watchlist.retry()
                 if now >= next_scan:
                     next_scan = now + self.rescan_interval
                 for target in due(self.targets.values(), now):
                     self.sample_target(target, now, self.polling.name)
                 self.listeners.tick(self)
-                deadline = min([next_scan, *(t.next_sample_at for t in self.targets.values())])
+                deadline = min(
+                    [
+                        next_scan,
+                        self.watchlist.retry_at,
+                        *(t.next_sample_at for t in self.targets.values()),
+                    ]
+                )
                 if max_wait is not None:
                     deadline = min(deadline, self.clock() + max_wait)
-                for source in self.fds.wait(deadline - self.clock()):
-                    self._woken_by(source)
+                for source, failed in self.fds.wait(deadline - self.clock()):
+                    self._woken_by(source, failed)
 
-    def _woken_by(self, source) -> None:
+    def _woken_by(self, source, failed: bool = False) -> None:
         now = self.clock()
-        for target in filter(None, map(self.targets.get, source.consume())):
+        # A failed source is closed, and the targets it served sampled: a removed cgroup ends.
+        keys = self.sources.failed(source) if failed else source.consume()
+        for target in filter(None, map(self.targets.get, keys)):
             if source.name == "inotify":
-                killed, emptied = self.sampler.news(target)
+                killed = self.sampler.news(target)
                 self.actions.oom_killed(target, killed, target.events_seen.get("oom_kill"))
-                self.rescan_due |= emptied  # the container emptied: let the scan retire it now
             if source.name == "ebpf":
                 source.hand_over(target)
             self.sample_target(target, now, source.name)
@@ -130,6 +147,7 @@ class Engine:
         self.stopped_by = signal.Signals(signum).name
 
     def close(self) -> None:
+        self.actions.close()
         self.sources.close()
         self.watchlist.close()
         self.fds.close()

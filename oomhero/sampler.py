@@ -32,7 +32,7 @@ class Sampler:
         self.listener_wants_page_cache = listener_wants_page_cache
 
     def read(self, target: Target, now: float) -> Sample:
-        """Raises CgroupError or ValueError when the target cannot be read."""
+        """Raises CgroupError when the target cannot be read (CgroupGone: removed)."""
         if isinstance(target.reader, CgroupDir):
             fresh = self.limit_due(target.limit_read_at, now)
             memory = target.reader.sample(self.wants_page_cache, limit=fresh)
@@ -77,17 +77,12 @@ class Sampler:
     def events(self, target: Target) -> dict[str, int]:
         try:
             return target.reader.events()
-        except (CgroupError, ValueError):
+        except CgroupError:
             return {}
 
-    def news(self, target: Target) -> tuple[int, bool]:
-        """memory.events / cgroup.events changed: (processes OOM-killed since last time,
-        whether the cgroup emptied)."""
+    def news(self, target: Target) -> int:
+        """memory.events changed: the processes OOM-killed since last time."""
         events = self.events(target)
         killed = events.get("oom_kill", 0) - target.events_seen.get("oom_kill", 0)
         target.events_seen = events
-        try:
-            emptied = not target.reader.populated()
-        except CgroupError:
-            emptied = False
-        return killed, emptied
+        return killed

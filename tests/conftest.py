@@ -11,6 +11,8 @@ import sys
 import pytest
 
 from oomhero import log
+from oomhero.kernel import cgroupfs
+from tests import synthetic_cgroupfs as synthetic
 from tests.helpers import Recorder
 
 GUEST_MARKERS = ("guest_v2", "guest_v1")
@@ -58,6 +60,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if guest_version() and report.skipped and _guest_markers(item):
         report.outcome = "failed"
         report.longrepr = f"a guest test skipped inside the guest: {report.longrepr}"
+
+
+@pytest.fixture
+def synthetic_cgroupfs():
+    """Plain directories under the temp dir taken for cgroupfs (parsing and policy tests)."""
+    before = synthetic.accept()
+    yield
+    cgroupfs.CGROUP_MAGIC.update(before)
 
 
 @pytest.fixture

@@ -108,9 +108,16 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
+# The oomhero CLI, and the same taking synthetic trees under the temp dir for cgroupfs.
+CLI = (sys.executable, "-m", "oomhero")
+SYNTHETIC_CLI = (sys.executable, "-m", "tests.synthetic_cgroupfs")
+
+
+def run_cli(
+    *args: str, timeout: float = 60, synthetic: bool = False, **env: str
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "oomhero", *args],
+        [*(SYNTHETIC_CLI if synthetic else CLI), *args],
         env=clean_env(**env),
         cwd=REPO,
         capture_output=True,

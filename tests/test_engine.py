@@ -4,6 +4,7 @@ The reader is a fake that returns MemorySample values the test scripts: this che
 wiring, not kernel behaviour (that is the qemu guest's job)."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -17,12 +18,15 @@ from oomhero.actions.listener import Listeners
 from oomhero.actions.metrics import Metrics
 from oomhero.config import WatchSettings
 from oomhero.engine import Engine, due
-from oomhero.kernel.cgroup import CgroupDir, CgroupError, MemorySample
+from oomhero.kernel.cgroup import CgroupDir, CgroupError, CgroupRefused, MemorySample
 from oomhero.kernel.procfs import read_proc
 from oomhero.sampler import Sampler
 from oomhero.targets import Found, Target
-from oomhero.watchlist import RescanGate
+from oomhero.watchlist import RETRY_FIRST, RETRY_LAST, SAY_AFTER, RescanGate
 from tests.helpers import RECORDER, Recorder, received, v2_dir
+
+# Synthetic cgroup trees under the temp dir (parsing and policy), taken for cgroupfs.
+pytestmark = pytest.mark.usefixtures("synthetic_cgroupfs")
 
 MIB = 1024**2
 LIMIT = 100 * MIB
@@ -32,6 +36,11 @@ class ScriptedReader:
     def __init__(self, samples=()):
         self.samples = list(samples)
         self.closed = False
+        self.key = None  # what it is: the scanner names it (FakeScanner)
+        self.gone = False
+
+    def alive(self):
+        return not self.gone
 
     def push(self, *samples):
         self.samples.extend(samples)
@@ -47,7 +56,8 @@ class ScriptedReader:
 
 
 class FakeScanner:
-    """Targets by key: (member pids, reader). Change ``targets`` between scans."""
+    """Targets by key: (member pids, reader); a reader's key is its first name here. Change
+    ``targets`` between scans."""
 
     def __init__(self, **targets):
         self.targets = targets
@@ -57,8 +67,13 @@ class FakeScanner:
         found = {}
         for key, (pids, reader) in self.targets.items():
             members = [info for pid in pids if (info := read_proc(pid))]
+            if isinstance(reader, ScriptedReader) and reader.key is None:
+                reader.key = key
             found[key] = Found(key, members, self._opener(reader))
         return found
+
+    def close(self):
+        pass
 
     def _opener(self, reader):
         def open_reader():
@@ -353,7 +368,12 @@ def test_no_process_left_to_signal_is_logged(sleeper, json_log, make_engine):
 
 def test_unreadable_sample_is_said_once_then_recovers(recorder, json_log, make_engine):
     reader = ScriptedReader(
-        [CgroupError(2, "gone"), ValueError("bad number"), CgroupError(2, "gone"), percent(80)]
+        [
+            CgroupError(2, "gone"),
+            CgroupError(22, "memory.current does not hold a number"),
+            CgroupError(2, "gone"),
+            percent(80),
+        ]
     )
     engine, _ = make_engine(FakeScanner(app=([recorder.pid], reader)))
     engine.watchlist.rescan()
@@ -363,19 +383,54 @@ def test_unreadable_sample_is_said_once_then_recovers(recorder, json_log, make_e
     assert recorder.received() == ["SIGUSR1"]
 
 
-def test_a_target_that_cannot_be_opened_is_said_once_and_retried(recorder, json_log, make_engine):
+def test_a_target_that_cannot_be_opened_is_retried_soon_and_said_once_it_lasts(
+    recorder, json_log, make_engine
+):
     scanner = FakeScanner(app=([recorder.pid], CgroupError(13, "permission denied")))
-    engine, _ = make_engine(scanner)
+    engine, clock = make_engine(scanner)
     engine.watchlist.rescan()
+    assert engine.targets == {} and scanner.opened == 1
+    assert engine.watchlist.retry_at == clock.now + RETRY_FIRST
+    while engine.watchlist.retry_at < math.inf:  # retried on its own schedule, no rescan
+        assert not messages(json_log, "cannot read target") or clock.now - 1000 >= SAY_AFTER
+        clock.now = engine.watchlist.retry_at
+        engine.watchlist.retry()
+    assert scanner.opened == 1 + math.log2(RETRY_LAST / RETRY_FIRST) + 1
+    assert engine.watchlist.retry_at == math.inf  # from now on, at full rescans only
     engine.watchlist.rescan()
-    assert engine.targets == {}
-    assert scanner.opened == 2
     assert [m["why"] for m in messages(json_log, "cannot read target")] == ["permission denied"]
     reader = ScriptedReader([percent(80)])
     scanner.targets["app"] = ([recorder.pid], reader)
     engine.watchlist.rescan()
     engine.sample_all("poll")
     assert recorder.received() == ["SIGUSR1"]
+    assert engine.watchlist.unopened == {}
+
+
+def test_a_container_caught_in_its_setup_is_watched_on_the_retry_and_never_said(
+    recorder, json_log, make_engine
+):
+    """Its /sys/fs/cgroup not mounted yet: refused at first, then fine a moment later."""
+    reader = ScriptedReader([percent(10)])
+    reader.key = "app"
+    outcomes = [CgroupRefused(1, "/proc/9/root/sys/fs/cgroup is on sysfs"), reader]
+
+    def open_reader():
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    class Scanner(FakeScanner):
+        def scan(self):
+            return {"app": Found("app", [read_proc(recorder.pid)], open_reader)}
+
+    engine, clock = make_engine(Scanner())
+    engine.watchlist.rescan()
+    clock.now = engine.watchlist.retry_at
+    engine.watchlist.retry()
+    assert list(engine.targets) == ["app"]
+    assert messages(json_log, "target refused: not watched") == []
 
 
 def test_a_target_gone_from_the_scan_is_closed(recorder, json_log, make_engine):
@@ -453,7 +508,7 @@ def test_targets_due_within_a_millisecond_are_sampled_in_one_wake():
     assert [t.key for t in due(targets, 10.0, batch=0.0)] == ["now", "past"]
 
 
-def test_rescan_gate_opens_when_the_process_count_changes_or_at_the_full_cadence():
+def test_rescan_gate_opens_when_the_process_generation_changes_or_at_the_full_cadence():
     count = [100]
     gate = RescanGate(lambda: count[0], full_every=10.0)
     assert gate.due(0.0)  # the first time: nothing seen yet
@@ -481,7 +536,7 @@ def test_memory_stat_is_read_only_for_the_working_set(tmp_path):
     # gauge) wants the working set, which needs its inactive_file.
     directory = v2_dir(tmp_path / "g")
     (directory / "memory.stat").unlink()
-    cgroup = CgroupDir(str(directory), 2)
+    cgroup = CgroupDir.open(str(directory), 2)
     target = Target("g", "g", cgroup)
     try:
         listeners = Listeners()
@@ -504,7 +559,7 @@ def test_the_limit_is_read_again_at_the_slowest_cadence(tmp_path):
     # memory.max never notifies: re-read as often as an idle target is sampled (the ceiling,
     # or the fixed interval), not at every dense adaptive sample in between.
     directory = v2_dir(tmp_path / "g", limit=str(128 * MIB))
-    cgroup = CgroupDir(str(directory), 2)
+    cgroup = CgroupDir.open(str(directory), 2)
     target = Target("g", "g", cgroup)
     sampler = Sampler(WatchSettings(poll_ceiling=1.0))
     try:

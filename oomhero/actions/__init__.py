@@ -11,6 +11,7 @@ from oomhero import log
 from oomhero.actions.listener import Listeners
 from oomhero.actions.report import MIB, Report
 from oomhero.actions.signal import Signaller
+from oomhero.kernel.kmsg import KernelLog
 from oomhero.policy import Decision
 
 if TYPE_CHECKING:
@@ -30,8 +31,14 @@ class Actions:
     ) -> None:
         self.listeners = listeners
         self.report = report
+        self.kernel_log = KernelLog()  # who the OOM killer killed, where the kernel says
         self.signaller = Signaller(
-            settings.signal_target, settings.signal_uncaught, refresh, self.report, listeners
+            settings.signal_target,
+            settings.signal_uncaught,
+            refresh,
+            self.report,
+            listeners,
+            settings.dry_run,
         )
 
     def unreadable(self, target: Target, error: Exception) -> None:
@@ -89,20 +96,21 @@ class Actions:
     def unlimited(self, target: Target, sample: Sample, source: str) -> None:
         self.report.clear(target, "unreadable")
         target.crossing = None
-        self.report.once(
-            target,
-            "unlimited",
-            logging.INFO,
-            "no memory limit: never signalled",
-            app=target.main_comm,
-        )
+        if "unlimited" not in target.said:  # the app's name is read only for the line
+            msg = "no memory limit: never signalled"
+            self.report.once(target, "unlimited", logging.INFO, msg, app=target.main_comm)
         self.listeners.sampled(target, sample.memory, None, None, source)
 
     def oom_killed(self, target: Target, victims: int, total: int | None) -> None:
         if victims <= 0:
             return
-        self.report.oom_killed(target, victims, total)
+        paths = [target.name, getattr(target.reader, "path", "")]
+        named = self.kernel_log.claim(paths) if self.kernel_log.fd is not None else []
+        self.report.oom_killed(target, victims, total, named, self.kernel_log.why)
         self.listeners.oom_killed(target, victims)
+
+    def close(self) -> None:
+        self.kernel_log.close()
 
 
 def _sample_fields(target: Target, sample: Sample, source: str) -> dict[str, object]:

@@ -47,6 +47,10 @@ class Listener:
     def gone(self, target: Target) -> None:
         """The target is no longer watched."""
 
+    def not_watched(self, name: str, reason: str) -> None:
+        """A target found is not watched: ``refused`` (what is there is not the kernel's
+        cgroupfs: a container shaping what oomhero reads) or ``unreadable``."""
+
     def tick(self, engine: object) -> None:
         """Once per loop iteration."""
 
@@ -76,6 +80,7 @@ for _name in (
     "oom_killed",
     "detected",
     "gone",
+    "not_watched",
     "tick",
 ):
     setattr(Listeners, _name, _broadcast(_name))

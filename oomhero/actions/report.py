@@ -6,9 +6,14 @@ import logging
 from typing import TYPE_CHECKING
 
 from oomhero import log
+from oomhero.kernel.procfs import current_comm
 from oomhero.policy import Decision
 
 if TYPE_CHECKING:
+    import signal
+
+    from oomhero.kernel.kmsg import OomVictim
+    from oomhero.kernel.procfs import TrackedProcess
     from oomhero.targets import Target
 
 MIB = 1024 * 1024
@@ -53,12 +58,34 @@ class Report:
         msg = f"{verb} {decision.level.label}{_NOTE.get(decision.reason, '')}"
         log.event(logging.WARNING if rose else logging.INFO, msg, **fields)
 
-    def oom_killed(self, target: Target, victims: int, total: int | None) -> None:
+    def not_sent_dry_run(
+        self, about: dict[str, object], threshold: str, reason: str, fields: dict[str, object]
+    ) -> None:
+        """The line a signal would have had, under --dry-run."""
+        said = {"threshold": threshold, "reason": reason, **fields, "dry_run": True}
+        log.event(logging.WARNING, "signal not sent: dry run", **about, **said)
+
+    def oom_killed(
+        self,
+        target: Target,
+        victims: int,
+        total: int | None,
+        named: list[OomVictim],
+        why: str | None,
+    ) -> None:
+        """The kernel's OOM kill: the processes it killed as the kernel names them (pid in the
+        host's PID namespace), or why they are unknown; never the container's top process."""
+        if named:
+            about: dict[str, object] = {"victim_pid": named[0].pid, "victim_comm": named[0].comm}
+            if len(named) > 1:  # memory.oom.group: the whole group
+                about["other_victims"] = ",".join(f"{v.pid}({v.comm})" for v in named[1:])
+        else:
+            about = {"victim": "unknown", "why": why or "no OOM record in the kernel's log"}
         log.event(
-            logging.ERROR,
-            "oom kill",
-            target=target.name,
-            victims=victims,
-            total=total,
-            app=target.main_comm,
+            logging.ERROR, "oom kill", target=target.name, victims=victims, total=total, **about
         )
+
+
+def about_process(process: TrackedProcess, sig: signal.Signals) -> dict[str, object]:
+    """A signal line's words on its process: the name it has now (an exec renames it)."""
+    return {"pid": process.pid, "comm": current_comm(process.info), "signal": sig.name}

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from oomhero import log
 from oomhero.actions.listener import Listeners
-from oomhero.actions.report import Report
+from oomhero.actions.report import Report, about_process
 from oomhero.kernel.procfs import TrackedProcess, read_caught, read_proc
 from oomhero.policy import Decision, Level
 
@@ -30,10 +30,15 @@ class SendResult(Enum):
 
 
 def send(
-    process: TrackedProcess, sig: int, uncaught: bool = False, proc: str = "/proc"
+    process: TrackedProcess,
+    sig: int,
+    uncaught: bool = False,
+    proc: str = "/proc",
+    dry_run: bool = False,
 ) -> SendResult:
     """Signal ``process`` if it handles ``sig`` (its SigCgt, read now: a handler installed late
-    counts), or whatever it does with ``uncaught``. Signal 0 only checks permission."""
+    counts), or whatever it does with ``uncaught``. Signal 0 only checks permission; a
+    ``dry_run`` checks all the same and sends signal 0 in its place."""
     if process.pidfd < 0:
         return SendResult.GONE
     if sig and not uncaught:
@@ -46,7 +51,7 @@ def send(
         if not caught >> (sig - 1) & 1:
             return SendResult.UNCAUGHT
     try:
-        signal.pidfd_send_signal(process.pidfd, sig)
+        signal.pidfd_send_signal(process.pidfd, 0 if dry_run else sig)
     except ProcessLookupError:
         return SendResult.GONE
     except PermissionError:
@@ -79,6 +84,7 @@ class Signaller:
         refresh: Callable[[Target], None],
         report: Report,
         listeners: Listeners,
+        dry_run: bool = False,
     ) -> None:
         """``refresh(target)`` rescans the target's processes right before a signal: a process
         that started since the last scan (a new workload can cross both thresholds within one
@@ -88,6 +94,7 @@ class Signaller:
         self.refresh = refresh
         self.report = report
         self.listeners = listeners
+        self.dry_run = dry_run  # --dry-run: everything but the signal itself
 
     def signal(self, target: Target, decision: Decision, fields: dict[str, object]) -> None:
         own = target.settings
@@ -112,9 +119,11 @@ class Signaller:
             log.event(logging.WARNING, "no process to signal", signal=sig.name, **fields)
         threshold = decision.signal.label
         for process in chosen:
-            result = send(process, sig, self.uncaught)
-            about = {"pid": process.pid, "comm": process.info.comm, "signal": sig.name}
-            if result is SendResult.SENT:
+            result = send(process, sig, self.uncaught, dry_run=self.dry_run)
+            about = about_process(process, sig)
+            if result is SendResult.SENT and self.dry_run:
+                self.report.not_sent_dry_run(about, threshold, decision.reason, fields)
+            elif result is SendResult.SENT:
                 self._sent(target, decision, sig, process.pid, "user")
                 said = {"threshold": threshold, "reason": decision.reason, **fields}
                 log.event(logging.WARNING, "signal sent", **about, **said)
@@ -124,7 +133,7 @@ class Signaller:
                 # Checked again at every crossing and cooldown; said once per process and level.
                 self.listeners.skipped(target, decision.signal, sig.name, process.pid)
                 what = f"uncaught:{process.pid}:{process.info.starttime}:{threshold}"
-                why = f"pid {process.pid} ({process.info.comm}) does not handle {sig.name}"
+                why = f"pid {process.pid} ({about['comm']}) does not handle {sig.name}"
                 msg = "not signalled"
                 self.report.once(
                     target, what, logging.WARNING, msg, **about, threshold=threshold, why=why

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -28,6 +30,7 @@ from oomhero.config import (
 from oomhero.config.table import (
     LOG_FLAGS,
     OUTPUT_FLAGS,
+    POD_ENV,
     WATCH_FLAGS,
     WEBHOOK_TOKEN_ENV,
     Flag,
@@ -38,6 +41,7 @@ from oomhero.engine import Engine
 from oomhero.kernel.cgroup import CgroupDir, CgroupError
 from oomhero.targets import Scanner
 from oomhero.targets.cgroups import resolve_cgroup
+from oomhero.targets.node import CONTAINER_ENV
 
 
 def gather_settings(args: argparse.Namespace, use_env: bool) -> WatchSettings:
@@ -63,6 +67,12 @@ def check_overridden(
             raise ConfigError(f"{exc} ({flag.flag} overrides it, but fix or remove it)") from None
 
 
+# The modes that run in a pod. They log to stdout: log agents (GKE's, among others) mark every
+# stderr line as an error. Commands run by hand log to stderr, the CLI's convention, which
+# keeps stdout for what they show (top's view).
+CONTAINER_MODES = ("sidecar", "node")
+
+
 LOG_CHOICES = {"log_format": ("text", "json"), "log_level": ("info", "debug")}
 
 
@@ -78,16 +88,26 @@ def setup_logging(args: argparse.Namespace, use_env: bool) -> None:
         key: parse(key, raw[key]) if key in raw else choices[0]
         for key, choices in LOG_CHOICES.items()
     }
-    log.setup(chosen["log_format"], debug=chosen["log_level"] == "debug")
+    stream = sys.stdout if args.command in CONTAINER_MODES else sys.stderr
+    log.setup(chosen["log_format"], stream, debug=chosen["log_level"] == "debug")
 
 
 def resolve_targets(specs: list[str]) -> list[CgroupDir]:
-    """CLI targets (cgroup paths or PIDs); one that cannot be watched is a usage error."""
-    cgroups = []
+    """CLI targets (cgroup paths or PIDs); one that cannot be watched is a usage error: every
+    file oomhero may use in it is checked, and a first sample read, before anything starts."""
+    cgroups: list[CgroupDir] = []
     for spec in specs:
         try:
             cgroups.append(resolve_cgroup(spec))
+            trial = cgroups[-1].duplicate()  # keeps no file open once read
+            try:
+                trial.verify()  # a file mounted over is refused now, not once watching
+                trial.sample()
+            finally:
+                trial.close()
         except CgroupError as exc:
+            for cgroup in cgroups:
+                cgroup.close()
             raise ConfigError(f"cannot watch {spec!r}: {exc.strerror}") from None
     return cgroups
 
@@ -104,12 +124,13 @@ class Outputs:
     webhook_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     webhook_token: str | None = field(default=None, repr=False)
     webhook_token_file: str | None = None
+    pod: tuple[str, ...] = ("", "", "")  # sidecar: its pod's namespace, name and UID
 
 
 def default_metrics_address(command: str) -> str:
     """In a pod, Prometheus scrapes the pod's IP from outside: every interface. A command run by
     hand (watch, top, run) is often on a laptop: this machine only."""
-    return "0.0.0.0" if command in ("sidecar", "node") else "127.0.0.1"
+    return "0.0.0.0" if command in CONTAINER_MODES else "127.0.0.1"
 
 
 # Each output setting's parser; a setting that needs another (the webhook's need --webhook) is
@@ -154,13 +175,31 @@ def parse_outputs(args: argparse.Namespace, environ: Mapping[str, str] = os.envi
             f"{raw['webhook_header'].name} gives an Authorization header, and a token gives "
             "another: keep one"
         )
+    pod = ("", "", "")
+    if args.command == "sidecar":  # a node agent's targets are in other pods than its own
+        pod = tuple(parse_pod_field(name, environ.get(name, "")) for name in POD_ENV)
+    values.pop("webhook_token_file", None)  # the path is kept, the token read at each delivery
     return Outputs(
-        metrics_address=default_metrics_address(args.command),
-        **{k: v for k, v in values.items() if k != "webhook_token_file"},
+        **{"metrics_address": default_metrics_address(args.command), **values},
+        pod=pod,
         webhook_headers=headers,
         webhook_token=token,
         webhook_token_file=raw["webhook_token_file"].raw if "webhook_token_file" in raw else None,
     )
+
+
+_POD_FIELD = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+
+
+def parse_pod_field(name: str, raw: str) -> str:
+    """A Kubernetes namespace, pod name or UID (DNS-1123 characters, at most 253), or unset."""
+    if raw and not _POD_FIELD.fullmatch(raw):
+        raise ConfigError(
+            f"{name}={raw!r} is not a Kubernetes name or UID (lower-case letters, digits, '-' "
+            "and '.', at most 253): set it from the downward API (metadata.namespace, "
+            "metadata.name, metadata.uid)"
+        )
+    return raw
 
 
 def start_outputs(outputs: Outputs, engine: Engine) -> list[Callable[[], None]]:
@@ -170,10 +209,10 @@ def start_outputs(outputs: Outputs, engine: Engine) -> list[Callable[[], None]]:
         # Imported when asked for: prometheus_client is a good part of the start-up of every
         # oomhero, seconds under emulation.
         from oomhero.actions.endpoint import Liveness, serve, stalled_after
-        from oomhero.actions.metrics import Metrics
+        from oomhero.actions.metrics import Metrics, PodIdentity
 
         address, port = outputs.metrics_address, outputs.metrics_port
-        metrics = Metrics()
+        metrics = Metrics(PodIdentity(*outputs.pod))
         liveness = Liveness(
             lambda: engine.watchlist.scanned_once,
             stalled_after(engine.settings.poll_ceiling, engine.rescan_interval),
@@ -214,8 +253,21 @@ def _authorization(outputs: Outputs) -> Callable[[], str] | None:
 
 
 def say_cautions(settings: WatchSettings) -> None:
-    for caution in settings.cautions():
+    for caution in [*settings.cautions(), *opt_in_cautions(os.environ)]:
         log.event(logging.WARNING, "caution", why=caution)
+
+
+def opt_in_cautions(environ: Mapping[str, str]) -> list[str]:
+    """A node agent's per-container opt-in in this process's own env: it sets nothing here."""
+    said = []
+    for name, key in CONTAINER_ENV.items():
+        flag = next(f for f in WATCH_FLAGS if f.key == key)
+        if name in environ and flag.env != name:
+            said.append(
+                f"{name} is a container's opt-in that a node agent reads from that container's "
+                f"environment; this command's setting is {flag.env} ({flag.flag})"
+            )
+    return said
 
 
 def run_engine(args: argparse.Namespace, scanner_factory: Callable[[], Scanner]) -> int:
@@ -242,6 +294,7 @@ def run_engine(args: argparse.Namespace, scanner_factory: Callable[[], Scanner])
             metric=settings.metric,
             signal_target=settings.signal_target,
             signal_uncaught=settings.signal_uncaught,
+            dry_run=settings.dry_run,
             warning_signal=settings.warning_signal.name,
             critical_signal=settings.critical_signal.name,
         )

@@ -75,12 +75,12 @@ def row_for(cgroup: CgroupDir, processes: int | None) -> Row:
         row.sources, row.sources_missing = probe(
             cgroup, defaults.sources, defaults.psi, defaults.bcc
         )
-    except (CgroupError, ValueError) as exc:
+        pressure = cgroup.pressure()
+        if pressure:
+            row.psi_some_avg10 = pressure.get("some", {}).get("avg10")
+            row.psi_full_avg10 = pressure.get("full", {}).get("avg10")
+    except CgroupError as exc:
         row.error = str(exc)
-    pressure = cgroup.pressure()
-    if pressure:
-        row.psi_some_avg10 = pressure.get("some", {}).get("avg10")
-        row.psi_full_avg10 = pressure.get("full", {}).get("avg10")
     return row
 
 

@@ -226,8 +226,8 @@ class TopView(Listener):
 
     def footer(self) -> list[RenderableType]:
         parts: list[RenderableType] = []
-        for key, why in sorted(self.engine.unopened.items()):
-            parts.append(Text(f"cannot read {key}: {why}", style="red"))
+        for name, unopened in sorted(self.engine.watchlist.unopened.items()):
+            parts.append(Text(f"cannot read {name}: {unopened.why}", style="red"))
         if self.log_lines:
             parts.append(Text(""))
         for line in self.log_lines:

@@ -15,7 +15,10 @@ from oomhero.targets.cgroups import CgroupScanner
 HELP = "watch chosen cgroups or PIDs (host view)"
 DESCRIPTION = (
     "Watch cgroups (a path, absolute or below the memory hierarchy's mount) or the memory "
-    "cgroup of PIDs, with the sidecar's engine."
+    "cgroup of PIDs, with the sidecar's engine. A cgroup given by path that is removed (a "
+    "service or container restarted) is watched again as soon as one exists under that path "
+    "again; one given by PID ends with it. Exit status 2 when a target cannot be watched at "
+    "start: not a memory cgroup, not on cgroupfs, or a file in it that is not the kernel's."
 )
 TARGETS = "+"
 FLAGS = ("watch", "output")

@@ -56,6 +56,7 @@ class WatchSettings:
     metric: str = "usage"
     signal_target: str = "all"
     signal_uncaught: bool = False  # also signal processes without a handler (OOMHero's way)
+    dry_run: bool = False  # decide and log, send nothing
 
     def thresholds(self) -> Thresholds:
         return Thresholds(self.warning, self.critical, self.hysteresis, self.cooldown)
@@ -67,6 +68,8 @@ class WatchSettings:
     def cautions(self) -> list[str]:
         """Valid, but worth a warning line at start."""
         said = []
+        if self.dry_run:
+            said.append("dry run: every decision is logged, and no signal is sent")
         if self.warning_signal == self.critical_signal:
             said.append(
                 f"warning and critical send the same signal ({self.warning_signal.name}): "
@@ -75,9 +78,25 @@ class WatchSettings:
         for level, sig in (("warning", self.warning_signal), ("critical", self.critical_signal)):
             if sig in HARMFUL_SIGNALS:
                 said.append(f"the {level} signal {sig.name} {HARMFUL_SIGNALS[sig]}")
+            elif sig in TERMINATING_SIGNALS and not self.signal_uncaught:
+                said.append(
+                    f"the {level} signal {sig.name} is sent only to processes that catch it "
+                    "(their SigCgt): an app without a handler is not signalled, and keeps "
+                    "running (counted in oomhero_signals_skipped_total); --signal-uncaught "
+                    "(OOMHERO_SIGNAL_UNCAUGHT=1) sends it to every process"
+                )
         return said
 
 
+# Signals that end a process that does not catch them, chosen for that (SIGUSR1 and SIGUSR2 also
+# do, but they are the notifications oomhero sends by default): whoever picks SIGTERM likely
+# expects the app to stop, and the SigCgt rule leaves an app without a handler running.
+TERMINATING_SIGNALS = {
+    signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGALRM,
+    signal.SIGABRT, signal.SIGPIPE, signal.SIGVTALRM, signal.SIGPROF, signal.SIGXCPU,
+    signal.SIGXFSZ, signal.SIGPWR, signal.SIGSYS, signal.SIGIO, signal.SIGTRAP,
+    signal.SIGRTMIN, signal.SIGRTMAX,  # the real-time signals Signals names
+}  # fmt: skip
 METRICS = ("usage", "working-set")
 SIGNAL_TARGETS = ("all", "main")
 
@@ -93,6 +112,7 @@ _PARSERS = {
     "sources": parse_sources,
     "bpf_signal": parse_bool,
     "signal_uncaught": parse_bool,
+    "dry_run": parse_bool,
     "psi": parse_psi_trigger,
     "warning_psi": parse_psi_condition,
     "critical_psi": parse_psi_condition,
@@ -143,6 +163,11 @@ def build_watch_settings(
                 f"{label('bpf_signal')} needs the ebpf source: add it to {label('sources')}"
             )
         result = replace(result, sources=(*result.sources, "ebpf"))
+    if result.bpf_signal and result.dry_run:
+        raise ConfigError(
+            f"{label('bpf_signal')} has the probe signal in the kernel, which {label('dry_run')} "
+            "cannot hold back: give one or the other"
+        )
     if "ebpf" in result.sources and ("sources" in settings or result.bpf_signal):
         result = replace(result, bcc=True)
     if "psi" in settings and result.psi is not None and "psi" not in result.sources:

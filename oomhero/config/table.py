@@ -92,6 +92,9 @@ WATCH_FLAGS = (
     _f("signal_uncaught", None, "also signal processes that have no handler for the signal, as "
        "OOMHero does (SIGUSR1/SIGUSR2 then terminate them); default: only those whose "
        "/proc/PID/status SigCgt catches it", const="1"),
+    _f("dry_run", None, "decide and log as usual, send no signal: each line that would have "
+       "been a signal says dry_run=true (permission and handler still checked, with signal 0)",
+       const="1"),
 )  # fmt: skip
 
 LOG_FLAGS = (
@@ -125,10 +128,12 @@ OUTPUT_FLAGS = (
 WEBHOOK_TOKEN_ENV = "OOMHERO_WEBHOOK_TOKEN"
 
 NODE_ROOT_ENV = "OOMHERO_NODE_CGROUP_ROOT"
+# The sidecar's pod, from the downward API (deploy/pod.yaml): labels on every target's series.
+POD_ENV = ("OOMHERO_POD_NAMESPACE", "OOMHERO_POD_NAME", "OOMHERO_POD_UID")
 # Forces one way of attaching the eBPF probe (bpf/README.md); no flag: it is for comparing them.
 BPF_ATTACH_ENV = "OOMHERO_BPF_ATTACH"
 KNOWN_ENV = {f.env for f in (*WATCH_FLAGS, *LOG_FLAGS, *OUTPUT_FLAGS)} | {NODE_ROOT_ENV}
-KNOWN_ENV |= {BPF_ATTACH_ENV, WEBHOOK_TOKEN_ENV}
+KNOWN_ENV |= {BPF_ATTACH_ENV, WEBHOOK_TOKEN_ENV, *POD_ENV}
 
 
 def given(

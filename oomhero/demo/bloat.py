@@ -39,7 +39,7 @@ def read_usage(cgroup: CgroupDir | None) -> int | None:
         return None
     try:
         return cgroup.usage()
-    except (CgroupError, ValueError):
+    except CgroupError:
         return None  # e.g. the root cgroup, which has no memory.current
 
 

@@ -1,20 +1,69 @@
-"""Reading a memory cgroup, v2 or v1, through one face: ``CgroupDir`` (locate.py finds it)."""
+"""Reading a memory cgroup, v2 or v1, through one face: ``CgroupDir``, one cgroup *instance*
+held open (locate.py finds it). Its files are opened as cgroupfs.py checks them and parsed as
+bytes: what a container puts at its own ``/sys/fs/cgroup`` is input, not truth."""
 
 from __future__ import annotations
 
 import errno
 import os
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+
+from oomhero.kernel.cgroupfs import (
+    CGROUP_MAGIC,
+    CgroupError,
+    CgroupGone,
+    CgroupRefused,
+    checked_path,
+    fs_magic,
+    fs_name,
+    open_dir,
+    read_bounded,
+    reopen,
+)
+from oomhero.kernel.procfs import descriptors_scarce
+
+__all__ = ["CgroupDir", "CgroupError", "CgroupGone", "CgroupRefused", "MemorySample"]
 
 CGROUP_MOUNT = "/sys/fs/cgroup"  # where a container, or a host, sees its cgroup tree
 
 # v1 reports "no limit" as PAGE_COUNTER_MAX pages (0x7FFFFFFFFFFFF000 on x86-64); anything this
 # large cannot be a real limit.
 V1_UNLIMITED_FLOOR = 1 << 62
+# Read bounds, far above what the kernel writes: a single value or a few counters; memory.stat
+# (~1.5 KiB on 6.x); a process list (8 bytes a process).
+SMALL, STAT, LIST = 4096, 65536, 4 << 20
+# At most this many cgroups below a watched one are walked for its processes.
+SUBTREE_MOST = 4096
 
-
-class CgroupError(OSError):
-    """A cgroup could not be found or read; the message says where and why."""
+# What oomhero may open in a cgroup, by version (``verify`` checks them all at once).
+_FILES = {
+    2: (
+        "memory.current",
+        "memory.max",
+        "memory.stat",
+        "memory.events",
+        "memory.pressure",
+        "cgroup.procs",
+    ),
+    1: (
+        "memory.usage_in_bytes",
+        "memory.limit_in_bytes",
+        "memory.stat",
+        "memory.oom_control",
+        "memory.failcnt",
+        "cgroup.event_control",
+        "cgroup.procs",
+    ),
+}
+_NUMBER = re.compile(rb"[0-9]+")
+_PAIR = re.compile(rb"([A-Za-z0-9_]+) (-?[0-9]+)")
+_PRESSURE = re.compile(
+    rb"(some|full) avg10=([0-9]+\.[0-9]+) avg60=([0-9]+\.[0-9]+) avg300=([0-9]+\.[0-9]+) "
+    rb"total=([0-9]+)"
+)
 
 
 @dataclass(frozen=True)
@@ -32,50 +81,127 @@ class MemorySample:
         return self.working_set if metric == "working-set" else self.current
 
 
-def parse_limit(text: str) -> int | None:
-    text = text.strip()
-    if text == "max":
+def parse_number(data: bytes, name: str) -> int:
+    """A file holding one decimal number in ASCII digits (nothing else but its newline)."""
+    data = data.strip(b" \n")
+    if not _NUMBER.fullmatch(data):
+        raise CgroupError(errno.EINVAL, f"{name} does not hold a number")
+    return int(data)
+
+
+def parse_limit(data: bytes, name: str = "the limit") -> int | None:
+    if data.strip(b" \n") == b"max":
         return None
-    value = int(text)
+    value = parse_number(data, name)
     return None if value >= V1_UNLIMITED_FLOOR else value
 
 
-def parse_flat_keyed(text: str) -> dict[str, int]:
-    """``key value`` lines (memory.stat, memory.events, memory.oom_control, cgroup.events)."""
+def parse_flat_keyed(data: bytes) -> dict[str, int]:
+    """``key value`` lines (memory.stat, memory.events, memory.oom_control); a
+    line of any other shape is skipped."""
     result: dict[str, int] = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
-            result[parts[0]] = int(parts[1])
+    for line in data.split(b"\n"):
+        match = _PAIR.fullmatch(line.strip())
+        if match:
+            result[match.group(1).decode()] = int(match.group(2))
     return result
 
 
-def parse_pressure(text: str) -> dict[str, dict[str, float]]:
+def parse_pressure(data: bytes) -> dict[str, dict[str, float]]:
     """``some avg10=0.00 avg60=0.00 avg300=0.00 total=0`` lines → {"some": {"avg10": 0.0, ...}}."""
     result: dict[str, dict[str, float]] = {}
-    for line in text.splitlines():
-        kind, *fields = line.split()
-        result[kind] = {k: float(v) for k, v in (f.split("=", 1) for f in fields)}
+    for line in data.split(b"\n"):
+        match = _PRESSURE.fullmatch(line.strip())
+        if match:
+            kind, avg10, avg60, avg300, total = match.groups()
+            result[kind.decode()] = {
+                "avg10": float(avg10),
+                "avg60": float(avg60),
+                "avg300": float(avg300),
+                "total": float(total),
+            }
     return result
+
+
+def parse_pids(data: bytes, name: str = "cgroup.procs") -> list[int]:
+    return [parse_number(line, name) for line in data.split()]
 
 
 class CgroupDir:
-    """An open memory cgroup directory. Holds a directory fd, so reads need no path walk and a
-    target's view stays valid when the process that led to it exits."""
+    """One memory cgroup instance, held by an ``O_PATH`` directory descriptor checked to be on
+    cgroupfs: reads need no path walk, and it stays this cgroup whatever happens to the path or
+    to the process that led to it. Its identity is the directory's (device, inode): on v2 the
+    inode is the cgroup ID, and a cgroup removed and created again under the same name is
+    another instance. Once removed, reads raise CgroupGone."""
 
-    def __init__(self, path: str, version: int, view: str = "host") -> None:
+    def __init__(self, dir_fd: int, path: str, version: int, view: str = "host") -> None:
+        """Takes ``dir_fd`` (an ``O_PATH`` directory descriptor already checked to be on the
+        cgroupfs of ``version``); use ``open``."""
+        self._fd = dir_fd
         self.path = path
         self.version = version
         self.view = view
+        self._stat = os.fstat(dir_fd)
+        self._magic = CGROUP_MAGIC[version]
         self._kept: dict[str, int] = {}  # file name → fd held open for pread (the sampled files)
         self._limit: tuple[int | None] | None = None  # the limit last read (None: not yet)
+
+    @classmethod
+    def open(
+        cls,
+        path: str,
+        version: int,
+        view: str = "host",
+        beneath: Sequence[str] = (),
+        follow: bool = True,
+        dir_fd: int | None = None,
+        name: str | None = None,
+    ) -> CgroupDir:
+        """The cgroup at ``path`` (relative to ``dir_fd`` if given) and then ``beneath`` it, one
+        component at a time, none a symlink (``follow=False``: not ``path`` either); refused
+        unless it is a directory on the cgroupfs of ``version``. ``name``: what messages call
+        it (default: the path)."""
+        where = name or os.path.join(path, *beneath)
         try:
-            self._fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = open_dir(path, beneath, follow, dir_fd)
         except OSError as exc:
-            raise CgroupError(exc.errno, f"cannot open cgroup {path}: {exc.strerror}") from None
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise CgroupRefused(
+                    exc.errno, f"{where}: a symlink or not a directory on the way: not followed"
+                ) from None
+            hint = " (needs the same UID or CAP_SYS_PTRACE)" if exc.errno == errno.EACCES else ""
+            raise CgroupError(exc.errno, f"cannot open {where}: {exc.strerror}{hint}") from None
+        try:
+            magic = fs_magic(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise CgroupError(exc.errno, f"cannot open {where}: {exc.strerror}") from None
+        if magic != CGROUP_MAGIC[version]:
+            os.close(fd)
+            other = [v for v, m in CGROUP_MAGIC.items() if m == magic]
+            if other:  # the kernel's all the same, only not the hierarchy looked for
+                raise CgroupError(
+                    errno.ENOENT, f"{where} is a cgroup v{other[0]} hierarchy, not v{version}"
+                )
+            raise CgroupRefused(errno.EPERM, f"{where} is on {fs_name(magic)}, not on cgroupfs")
+        return cls(fd, where, version, view)
 
     def __repr__(self) -> str:
         return f"CgroupDir({self.path!r}, v{self.version}, {self.view} view)"
+
+    @property
+    def identity(self) -> tuple[int, int]:
+        """(device, inode) of the directory: the same for every view of this cgroup."""
+        return self._stat.st_dev, self._stat.st_ino
+
+    @property
+    def key(self) -> str:
+        return f"cgroup:{self._stat.st_dev}:{self._stat.st_ino}"
+
+    @property
+    def cgroup_id(self) -> int:
+        """The id the kernel gives the cgroup (kernfs node id): its directory's inode number."""
+        return self._stat.st_ino
 
     def close(self) -> None:
         for fd in self._kept.values():
@@ -88,60 +214,103 @@ class CgroupDir:
     def fileno(self) -> int:
         return self._fd
 
-    def file_path(self, name: str) -> str:
-        """A path to one of its files through the held directory fd: valid even after the
-        process that led to the cgroup exits."""
-        return f"/proc/self/fd/{self._fd}/{name}"
+    def duplicate(self) -> CgroupDir:
+        """Another handle on this very cgroup (its own descriptors, closed on its own)."""
+        return CgroupDir(os.dup(self._fd), self.path, self.version, self.view)
 
-    def read(self, name: str) -> str:
-        """One file's text: opened, read, closed (see ``read_kept`` for the sampled files)."""
+    def alive(self) -> bool:
+        """False once the cgroup has been removed (its directory no longer lists its files)."""
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._fd)
+            os.stat("cgroup.procs", dir_fd=self._fd, follow_symlinks=False)
+        except OSError:
+            return False
+        return True
+
+    def open_file(self, name: str, flags: int) -> int:
+        """One of its files opened with ``flags`` (non-blocking), once checked to be a regular
+        file on this cgroupfs; the caller closes it. CgroupRefused, CgroupGone, CgroupError."""
+        try:
+            with checked_path(self._fd, name, self._stat, self._magic) as path_fd:
+                return reopen(path_fd, flags | os.O_NONBLOCK)
+        except CgroupRefused as exc:
+            raise CgroupRefused(exc.errno, f"{self.path}/{exc.strerror}") from None
         except OSError as exc:
             raise self._error(name, exc) from None
+
+    @contextmanager
+    def watch_path(self, name: str) -> Iterator[str]:
+        """A path naming exactly the checked file ``name`` (its ``O_PATH`` descriptor under
+        /proc/self/fd), for a call that takes a path (inotify), valid inside the block."""
         try:
-            chunks = []
-            while chunk := os.read(fd, 65536):
-                chunks.append(chunk)
-            return b"".join(chunks).decode()
+            with checked_path(self._fd, name, self._stat, self._magic) as path_fd:
+                yield f"/proc/self/fd/{path_fd}"
+        except CgroupRefused as exc:
+            raise CgroupRefused(exc.errno, f"{self.path}/{exc.strerror}") from None
         except OSError as exc:
             raise self._error(name, exc) from None
+
+    def read(self, name: str, most: int = SMALL) -> bytes:
+        """One file's bytes (at most ``most``): opened, read, closed (see ``read_kept``)."""
+        fd = self.open_file(name, os.O_RDONLY)
+        try:
+            return self._read_fd(fd, name, most)
         finally:
             os.close(fd)
 
-    def read_kept(self, name: str) -> str:
-        """One file's text through a descriptor kept open from the first read: every sample is a
-        single ``pread`` at offset 0 (cgroup files are regenerated at each read from 0), not an
-        open + read + close. Where no descriptor is left (EMFILE), it reads as ``read`` does."""
+    def read_kept(self, name: str, most: int = SMALL) -> bytes:
+        """One file's bytes through a descriptor kept open from the first read: every sample is
+        a single ``pread`` at offset 0, not an open + read + close. Where no descriptor is left
+        (EMFILE), it reads as ``read`` does."""
         fd = self._kept.get(name)
         if fd is None:
+            if descriptors_scarce():  # kept for what every target needs
+                return self.read(name, most)
             try:
-                fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._fd)
-            except OSError as exc:
+                fd = self.open_file(name, os.O_RDONLY)
+            except CgroupError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE):
-                    return self.read(name)
-                raise self._error(name, exc) from None
+                    return self.read(name, most)
+                raise
             self._kept[name] = fd
+        return self._read_fd(fd, name, most)
+
+    def _read_fd(self, fd: int, name: str, most: int) -> bytes:
         try:
-            return _pread_all(fd).decode()
+            return read_bounded(fd, most, name)
+        except CgroupRefused as exc:
+            raise CgroupRefused(exc.errno, f"{self.path}/{exc.strerror}") from None
         except OSError as exc:
             raise self._error(name, exc) from None
 
     def _error(self, name: str, exc: OSError) -> CgroupError:
+        if exc.errno == errno.ENODEV or (exc.errno == errno.ENOENT and not self.alive()):
+            return CgroupGone(errno.ENODEV, f"{self.path} was removed")
         return CgroupError(exc.errno, f"cannot read {self.path}/{name}: {exc.strerror}")
+
+    def verify(self) -> None:
+        """Check every file oomhero may open here (those present) is the kernel's: CgroupRefused
+        for the first that is not, before anything is read or written."""
+        for name in _FILES[self.version]:
+            try:
+                with checked_path(self._fd, name, self._stat, self._magic):
+                    pass
+            except CgroupRefused as exc:
+                raise CgroupRefused(exc.errno, f"{self.path}/{exc.strerror}") from None
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise self._error(name, exc) from None
 
     def has(self, name: str) -> bool:
         try:
-            os.stat(name, dir_fd=self._fd)
+            os.stat(name, dir_fd=self._fd, follow_symlinks=False)
         except OSError:
             return False
         return True
 
     def usage(self) -> int:
         """Bytes charged to the cgroup now (and below it)."""
-        return int(
-            self.read_kept("memory.current" if self.version == 2 else "memory.usage_in_bytes")
-        )
+        name = "memory.current" if self.version == 2 else "memory.usage_in_bytes"
+        return parse_number(self.read_kept(name), name)
 
     def sample(self, inactive_file: bool = True, limit: bool = True) -> MemorySample:
         """Usage and limit. ``inactive_file``: also memory.stat's page cache (what the
@@ -151,18 +320,17 @@ class CgroupDir:
         if limit or self._limit is None:
             self._limit = (self._read_limit(),)
         current = self.usage()
-        if self.version == 2:
-            stat = parse_flat_keyed(self.read_kept("memory.stat")) if inactive_file else {}
-            return MemorySample(current, self._limit[0], stat.get("inactive_file", 0))
-        stat = parse_flat_keyed(self.read_kept("memory.stat")) if inactive_file else {}
-        return MemorySample(current, self._limit[0], stat.get("total_inactive_file", 0))
+        stat = parse_flat_keyed(self.read_kept("memory.stat", STAT)) if inactive_file else {}
+        key = "inactive_file" if self.version == 2 else "total_inactive_file"
+        return MemorySample(current, self._limit[0], stat.get(key, 0))
 
     def _read_limit(self) -> int | None:
         if self.version == 2:
-            return parse_limit(self.read_kept("memory.max"))
-        limit = parse_limit(self.read_kept("memory.limit_in_bytes"))
+            return parse_limit(self.read_kept("memory.max"), "memory.max")
+        limit = parse_limit(self.read_kept("memory.limit_in_bytes"), "memory.limit_in_bytes")
         # v1 is hierarchical: a parent's smaller limit applies too (memory.stat says which).
-        inherited = parse_flat_keyed(self.read_kept("memory.stat")).get("hierarchical_memory_limit")
+        stat = parse_flat_keyed(self.read_kept("memory.stat", STAT))
+        inherited = stat.get("hierarchical_memory_limit")
         if inherited is not None and inherited < V1_UNLIMITED_FLOOR:
             limit = inherited if limit is None else min(limit, inherited)
         return limit
@@ -170,53 +338,62 @@ class CgroupDir:
     def events(self) -> dict[str, int]:
         """memory.events on v2; on v1 the oom counters of memory.oom_control and failcnt."""
         if self.version == 2:
-            return parse_flat_keyed(self.read("memory.events"))
+            return parse_flat_keyed(self.read_kept("memory.events"))
         events = {}
         if self.has("memory.oom_control"):
-            oom = parse_flat_keyed(self.read("memory.oom_control"))
+            oom = parse_flat_keyed(self.read_kept("memory.oom_control"))
             events = {k: v for k, v in oom.items() if k in ("under_oom", "oom_kill")}
-        events["failcnt"] = int(self.read("memory.failcnt"))
+        events["failcnt"] = parse_number(self.read_kept("memory.failcnt"), "memory.failcnt")
         return events
-
-    def populated(self) -> bool:
-        """False once no process is left in the cgroup or below it (cgroup.events)."""
-        return "populated 0" not in self.read("cgroup.events")
 
     def pressure(self) -> dict[str, dict[str, float]] | None:
         """memory.pressure (PSI) where the kernel offers it, else None."""
         try:
-            return parse_pressure(self.read("memory.pressure"))
-        except (CgroupError, ValueError):
+            return parse_pressure(self.read_kept("memory.pressure")) or None
+        except CgroupGone:
+            raise
+        except CgroupError:
             return None
 
     def pids(self) -> list[int]:
-        return [int(line) for line in self.read("cgroup.procs").split()]
+        return parse_pids(self.read("cgroup.procs", LIST))
 
     def subtree_pids(self) -> list[int]:
-        """Pids of this cgroup and every cgroup below it."""
+        """Pids of this cgroup and every cgroup below it, depth first with one descriptor per
+        level open (no symlink followed; over SUBTREE_MOST cgroups is refused)."""
         pids = self.pids()
-        for root, dirs, _ in os.walk(f"/proc/self/fd/{self._fd}"):
-            for name in dirs:
-                try:
-                    with open(os.path.join(root, name, "cgroup.procs")) as f:
-                        pids.extend(int(line) for line in f.read().split())
-                except OSError:
-                    continue  # a child cgroup removed while walking
+        self._walk_below(pids, [0])
         return pids
 
+    def _walk_below(self, pids: list[int], walked: list[int]) -> None:
+        for child in self.children():
+            try:
+                walked[0] += 1
+                if walked[0] > SUBTREE_MOST:
+                    raise CgroupRefused(errno.E2BIG, f"over {SUBTREE_MOST} cgroups below")
+                pids.extend(child.pids())
+                child._walk_below(pids, walked)
+            except CgroupGone:
+                continue  # removed while walking
+            finally:
+                child.close()
 
-def _pread_all(fd: int, size: int = 65536) -> bytes:
-    """The sampled files are one record each (memory.stat too: a few KiB), which the kernel
-    returns whole: one ``pread`` unless it fills the buffer."""
-    chunk = os.pread(fd, size, 0)
-    chunks, offset = [chunk], len(chunk)
-    while len(chunk) == size:
-        chunk = os.pread(fd, size, offset)
-        chunks.append(chunk)
-        offset += len(chunk)
-    return b"".join(chunks)
-
-
-def read_text(path: str) -> str:
-    with open(path) as f:
-        return f.read()
+    def children(self) -> Iterator[CgroupDir]:
+        """The cgroups right below this one (directories on the same cgroupfs only)."""
+        try:
+            listing = reopen(self._fd, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise self._error(".", exc) from None
+        try:
+            names = [e.name for e in os.scandir(listing) if e.is_dir(follow_symlinks=False)]
+        finally:
+            os.close(listing)
+        for name in sorted(names):
+            where = f"{self.path}/{name}"
+            try:
+                child = CgroupDir.open(
+                    name, self.version, self.view, follow=False, dir_fd=self._fd, name=where
+                )
+            except CgroupError:
+                continue  # removed meanwhile, or something mounted there that is not a cgroup
+            yield child

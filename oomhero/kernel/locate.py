@@ -6,6 +6,8 @@ Two ways to reach a process's cgroup:
 - the host view: ``/proc/<pid>/cgroup`` joined onto this process's own cgroup mount.
 A candidate directory is only accepted once the pid is listed in its ``cgroup.procs``, so a view
 that shows some other cgroup (no cgroup namespace, nested groups) is never mistaken for the target.
+The root view is the container's to shape: it is walked without following symlinks and must be
+cgroupfs (``CgroupDir.open``); a view that is not is refused outright, never read.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from oomhero.kernel.cgroup import CGROUP_MOUNT, CgroupDir, CgroupError, read_text
+from oomhero.kernel.cgroup import CGROUP_MOUNT, CgroupDir, CgroupError, CgroupRefused
+from oomhero.kernel.procfs import read_text
 
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
 
@@ -111,13 +114,18 @@ def open_own() -> CgroupDir | None:
     if membership is None:
         return None
     try:
-        return CgroupDir(host_view_path(membership, own_mounts()), membership.version)
+        return open_host_view(os.getpid(), membership, own_mounts())
     except CgroupError:
         return None
 
 
 def host_view_path(membership: Membership, mounts: list[Mount]) -> str:
     """Where this process sees the cgroup named by ``membership``; raises CgroupError if nowhere."""
+    mount, parts = _host_view(membership, mounts)
+    return str(PurePosixPath(mount.mount_point, *parts))
+
+
+def _host_view(membership: Membership, mounts: list[Mount]) -> tuple[Mount, tuple[str, ...]]:
     mount = memory_mount(mounts, membership.version)
     if mount is None:
         raise CgroupError(
@@ -132,14 +140,11 @@ def host_view_path(membership: Membership, mounts: list[Mount]) -> str:
         raise CgroupError(
             errno.ENOENT, f"the cgroup {path} is not under the mounted part {mount.root}"
         ) from None
-    return str(PurePosixPath(mount.mount_point) / relative)
+    return mount, relative.parts
 
 
-def _dir_with_member(path: str, version: int, view: str, pid: int) -> CgroupDir | None:
-    try:
-        cgroup = CgroupDir(path, version, view)
-    except CgroupError:
-        return None
+def _with_member(cgroup: CgroupDir, pid: int) -> CgroupDir | None:
+    """``cgroup`` if ``pid`` is listed in it, else None (and it is closed)."""
     try:
         if pid in cgroup.pids():
             return cgroup
@@ -150,34 +155,49 @@ def _dir_with_member(path: str, version: int, view: str, pid: int) -> CgroupDir 
 
 
 def open_root_view(pid: int, membership: Membership, proc: str = "/proc") -> CgroupDir:
-    """The target's cgroup as the target itself sees it, under ``/proc/<pid>/root``."""
-    base = f"{proc}/{pid}/root{CGROUP_MOUNT}" + ("/memory" if membership.version == 1 else "")
-    try:
-        os.stat(base)
-    except OSError as exc:
-        hint = " (needs the same UID or CAP_SYS_PTRACE)" if exc.errno == errno.EACCES else ""
-        raise CgroupError(exc.errno, f"cannot read {base}: {exc.strerror}{hint}") from None
+    """The target's cgroup as the target itself sees it, under ``/proc/<pid>/root``: a view the
+    container controls, refused (CgroupRefused) where it is not cgroupfs all the way."""
+    root = f"{proc}/{pid}/root"
+    base = tuple(CGROUP_MOUNT.strip("/").split("/")) + (
+        ("memory",) if membership.version == 1 else ()
+    )
+    where = f"{root}/{'/'.join(base)}"
     # With a cgroup namespace the base is the target's cgroup; without one, or when the process
     # sits in a nested group, the target's cgroup is some suffix of its path below the base.
-    parts = [p for p in PurePosixPath(membership.path).parts if p not in ("/", "..")]
+    parts = tuple(p for p in PurePosixPath(membership.path).parts if p not in ("/", ".."))
+    first_error: CgroupError | None = None
     for start in range(len(parts) + 1):
-        candidate = os.path.join(base, *parts[len(parts) - start :]) if start else base
-        found = _dir_with_member(candidate, membership.version, "root", pid)
+        below = base + parts[len(parts) - start :]
+        try:
+            cgroup = CgroupDir.open(root, membership.version, "root", below)
+        except CgroupRefused:
+            raise
+        except CgroupError as exc:
+            first_error = first_error or exc
+            if exc.errno in (errno.EACCES, errno.EPERM) or start == 0:
+                raise  # the view itself cannot be read: no deeper candidate can be either
+            continue
+        found = _with_member(cgroup, pid)
         if found:
             return found
-    raise CgroupError(errno.ENOENT, f"pid {pid} is not in any cgroup below {base}")
+    if first_error is not None and len(parts) == 0:
+        raise first_error
+    raise CgroupError(errno.ENOENT, f"pid {pid} is not in any cgroup below {where}")
 
 
 def open_host_view(pid: int, membership: Membership, mounts: list[Mount]) -> CgroupDir:
-    path = host_view_path(membership, mounts)
-    found = _dir_with_member(path, membership.version, "host", pid)
+    mount, parts = _host_view(membership, mounts)
+    cgroup = CgroupDir.open(mount.mount_point, membership.version, "host", parts)
+    found = _with_member(cgroup, pid)
     if found is None:
-        raise CgroupError(errno.ENOENT, f"pid {pid} is not listed in {path}/cgroup.procs")
+        raise CgroupError(errno.ENOENT, f"pid {pid} is not listed in {cgroup.path}/cgroup.procs")
     return found
 
 
 def open_for_pid(pid: int, prefer_root_view: bool, proc: str = "/proc") -> CgroupDir:
-    """Find and open the memory cgroup of ``pid``; the error says why each view failed."""
+    """Find and open the memory cgroup of ``pid``; the error says why each view failed. A root
+    view that is not cgroupfs is refused (CgroupRefused) whatever the host view says: that
+    container is shaping what oomhero would read."""
     membership = membership_of(pid, proc)
     if membership is None:
         raise CgroupError(errno.ESRCH, f"pid {pid} is gone or has no memory cgroup")
@@ -191,6 +211,8 @@ def open_for_pid(pid: int, prefer_root_view: bool, proc: str = "/proc") -> Cgrou
     for name, opener in openers:
         try:
             return opener()
+        except CgroupRefused:
+            raise
         except CgroupError as exc:
             errors.append(f"{name}: {exc.strerror}")
     raise CgroupError(
@@ -202,15 +224,27 @@ _USAGE_FILE = {2: "memory.current", 1: "memory.usage_in_bytes"}
 
 
 def open_path(spec: str, mounts: list[Mount]) -> CgroupDir:
-    """A cgroup given on the command line: a directory path, or a path below the memory mount."""
+    """A cgroup given on the command line: a directory path, or a path below the memory mount.
+    The user's own symlinks are followed; what it leads to must be cgroupfs."""
     candidates = [(spec, version) for version in (2, 1)] if os.path.isabs(spec) else []
     for version in (2, 1):
         mount = memory_mount(mounts, version)
         if mount:
             candidates.append((os.path.join(mount.mount_point, spec.lstrip("/")), version))
+    refused: CgroupRefused | None = None
     for path, version in candidates:
-        if os.path.exists(os.path.join(path, _USAGE_FILE[version])):
-            return CgroupDir(os.path.normpath(path), version, "host")
+        try:
+            cgroup = CgroupDir.open(os.path.normpath(path), version, "host")
+        except CgroupRefused as exc:
+            refused = refused or exc
+            continue
+        except CgroupError:
+            continue
+        if cgroup.has(_USAGE_FILE[version]):
+            return cgroup
+        cgroup.close()
+    if refused is not None:
+        raise refused
     raise CgroupError(
         errno.ENOENT,
         f"{spec!r} is not a memory cgroup (no memory.current or memory.usage_in_bytes "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import resource
 from collections.abc import Iterable
@@ -33,12 +34,29 @@ def parse_stat(text: str) -> tuple[str, int, int, int]:
 def read_proc(pid: int, proc: str = "/proc") -> ProcInfo | None:
     """None when the process is gone (or vanishes while being read)."""
     try:
-        with open(f"{proc}/{pid}/stat") as f:
+        # Not UTF-8 is no reason to lose a process: a name is any 15 bytes (prctl, exec).
+        with open(f"{proc}/{pid}/stat", encoding="utf-8", errors="surrogateescape") as f:
             comm, ppid, flags, starttime = parse_stat(f.read())
         uid = os.stat(f"{proc}/{pid}").st_uid
     except (OSError, ValueError, IndexError):
         return None
     return ProcInfo(pid, ppid, comm, starttime, uid, bool(flags & PF_KTHREAD))
+
+
+def current_comm(info: ProcInfo, proc: str = "/proc") -> str:
+    """The name ``info``'s process has now (an exec or prctl renames it), for a log line about it;
+    the name seen at discovery when it is gone or its pid is another process's. Read as bytes,
+    bounded, without blocking: bytes that are not UTF-8 come back as surrogateescapes."""
+    try:
+        fd = os.open(f"{proc}/{info.pid}/stat", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            data = os.read(fd, 4096)  # a stat line is a few hundred bytes, comm 15 at most
+        finally:
+            os.close(fd)
+        comm, _, _, starttime = parse_stat(data.decode(errors="surrogateescape"))
+    except (OSError, ValueError, IndexError):
+        return info.comm
+    return comm if starttime == info.starttime else info.comm
 
 
 def parse_caught(status: str) -> int:
@@ -59,11 +77,15 @@ def read_caught(pid: int, proc: str = "/proc") -> int | None:
         return None
 
 
-def process_count(proc: str = "/proc") -> int:
-    """A number that changes whenever a process starts or exits: /proc's link count, which the
-    kernel sets to its fixed entries plus the number of processes (threads do not count). One
-    stat, where listing and reading /proc costs a few syscalls per process."""
-    return os.stat(proc).st_nlink
+def process_generation(proc: str = "/proc") -> tuple[int, str]:
+    """A value that changes whenever a process starts or exits: /proc's link count (its fixed
+    entries plus the number of processes), and the newest pid of this PID namespace
+    (/proc/loadavg's last field), so that one process exiting as another starts (a container
+    restarted) changes it too. A stat and a small read, where listing and reading /proc costs a
+    few syscalls per process."""
+    with open(f"{proc}/loadavg", "rb") as f:
+        newest = f.read(256).rsplit(None, 1)[-1].decode(errors="replace")
+    return os.stat(proc).st_nlink, newest
 
 
 def raise_open_file_limit() -> int:
@@ -76,6 +98,42 @@ def raise_open_file_limit() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             soft = hard
     return soft
+
+
+# Past this share of the open-file limit, descriptors that only save work (files kept open, PSI
+# triggers, v1 eventfds) give way to those every target needs (its directory, its pidfds).
+SPARE_SHARE = 0.5
+
+
+class _Scarcity:
+    """Whether this process holds over ``share`` of its open-file limit, counted exactly in
+    /proc/self/fd — a listing of every descriptor, so not at every call: after a count, as many
+    calls are answered from it as could not use up the headroom it showed (a caller opens at
+    most MOST_PER_CALL before asking again), and once scarce, RECOUNT calls."""
+
+    MOST_PER_CALL, RECOUNT = 4, 256
+
+    def __init__(self) -> None:
+        self.answer, self.skip = False, 0
+
+    def __call__(self, share: float = SPARE_SHARE) -> bool:
+        if self.skip > 0:
+            self.skip -= 1
+            return self.answer
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft == resource.RLIM_INFINITY:
+            return False
+        try:
+            held = len(os.listdir("/proc/self/fd"))
+        except OSError:  # none left to list with
+            held = soft
+        headroom = soft * share - held
+        self.answer = headroom <= 0
+        self.skip = self.RECOUNT if self.answer else int(headroom) // self.MOST_PER_CALL
+        return self.answer
+
+
+descriptors_scarce = _Scarcity()
 
 
 def list_pids(proc: str = "/proc") -> list[int]:
@@ -175,3 +233,13 @@ def pid_namespace() -> tuple[int, int]:
     """This process's PID namespace as the kernel names it: (dev_t, inode)."""
     st = os.stat("/proc/self/ns/pid")
     return (os.major(st.st_dev) << 20) | os.minor(st.st_dev), st.st_ino
+
+
+def read_text(path: str, most: int = 1 << 20) -> str:
+    """A kernel-made text file of this process's view (/proc/<pid>/cgroup, mountinfo), at most
+    ``most`` bytes (raises OSError beyond), undecodable bytes replaced."""
+    with open(path, "rb") as f:
+        data = f.read(most + 1)
+    if len(data) > most:
+        raise OSError(errno.EFBIG, f"{path} is larger than {most} bytes")
+    return data.decode(errors="replace")

@@ -1,6 +1,6 @@
 """What wakes the loop: kernel event sources, one face over them, and polling (polling.py).
 
-- ``inotify`` (inotify.py): v2 memory.events / cgroup.events changed (100 %, OOM, emptied);
+- ``inotify`` (inotify.py): v2 memory.events changed (100 %, OOM);
 - ``psi`` (psi.py): a PSI trigger on memory.pressure;
 - ``eventfd`` (eventfd.py): v1 usage thresholds at byte values, and OOM;
 - ``ebpf`` (ebpf/): a probe on the memcg charge path that checks the thresholds in the kernel.
@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from oomhero.config import PsiTriggerSpec, WatchSettings
 from oomhero.kernel.cgroup import CgroupDir, MemorySample
+from oomhero.kernel.procfs import descriptors_scarce
 from oomhero.sources import ebpf
 from oomhero.sources.ebpf import ProbeWatches
 from oomhero.sources.eventfd import V1Thresholds, threshold_bytes
@@ -27,6 +28,12 @@ from oomhero.sources.unavailable import Unavailable
 __all__ = ["Unavailable", "WakeSources", "probe", "threshold_bytes"]
 
 Say = Callable[..., None]
+# Said (once) of the first target to go without a source that needs a descriptor of its own;
+# each target's "watching target" line lists the sources it has.
+SCARCE = (
+    "half the open-file limit is in use: descriptors are kept for reading and signalling "
+    "every target (targets watched from now on go without it; raise RLIMIT_NOFILE for more)"
+)
 
 
 class WakeSources:
@@ -67,6 +74,8 @@ class WakeSources:
         if "psi" in self.names:
             if self.psi is None:
                 missing["psi"] = "turned off (--psi off)"
+            elif cgroup.version == 2 and descriptors_scarce():
+                missing["psi"] = SCARCE
             else:
                 try:
                     trigger = PsiTrigger(key, cgroup, self.psi)
@@ -121,6 +130,8 @@ class WakeSources:
             self._drop(key, "eventfd")
         if not thresholds:
             return None
+        if descriptors_scarce():
+            return SCARCE
         try:
             self._own(key, V1Thresholds(key, cgroup, thresholds))
         except Unavailable as exc:
@@ -137,6 +148,23 @@ class WakeSources:
         if self.probe is not None and self.probe.watching(key):
             names.add("ebpf")
         return sorted(names)
+
+    def failed(self, source: object) -> set[str]:
+        """``source``'s descriptor reported an error and the loop took it out of its epoll (a
+        PSI trigger of a removed cgroup). It is closed; returns the keys of the targets it
+        served, to be sampled at once (a removed cgroup's target then ends)."""
+        for key, owned in self.per_target.items():
+            for name, other in list(owned.items()):
+                if other is source and name != "inotify":
+                    del owned[name]
+                    source.close()
+                    return {key}
+        if source is self.inotify:  # shared by all: they fall back to the other sources
+            self.inotify.close()
+            self.inotify, self.inotify_error = None, "the inotify descriptor failed"
+            self.say_once("inotify:failed", "source failed", source="inotify")
+            return {key for key, owned in self.per_target.items() if owned.pop("inotify", None)}
+        return set()
 
     def detach(self, key: str) -> None:
         for name in list(self.per_target.get(key, {})):
@@ -169,8 +197,12 @@ class WakeSources:
         return self.inotify
 
     def _own(self, key: str, source) -> None:
+        try:
+            self.register(source)
+        except OSError as exc:  # e.g. EPERM: not a file epoll can wait on
+            source.close()
+            raise Unavailable(f"cannot wait on its descriptor: {exc.strerror}") from None
         self.per_target[key][source.name] = source
-        self.register(source)
 
     def _drop(self, key: str, name: str) -> None:
         source = self.per_target[key].pop(name)
@@ -214,7 +246,7 @@ def _probe_psi(cgroup: CgroupDir, psi: PsiTriggerSpec | None) -> None:
     if cgroup.version != 2:
         raise Unavailable("cgroup v1 has no per-cgroup memory.pressure")
     try:
-        os.close(os.open(cgroup.file_path("memory.pressure"), os.O_RDWR | os.O_NONBLOCK))
+        os.close(cgroup.open_file("memory.pressure", os.O_RDWR))
     except OSError as exc:
         raise Unavailable(f"cannot open {cgroup.path}/memory.pressure: {exc.strerror}") from None
 
@@ -222,8 +254,12 @@ def _probe_psi(cgroup: CgroupDir, psi: PsiTriggerSpec | None) -> None:
 def _probe_eventfd(cgroup: CgroupDir, _psi: PsiTriggerSpec | None) -> None:
     if cgroup.version != 1:
         raise Unavailable("eventfd thresholds are a cgroup v1 feature")
-    if not os.access(cgroup.file_path("cgroup.event_control"), os.W_OK):
-        raise Unavailable(f"cannot write {cgroup.path}/cgroup.event_control")
+    try:
+        os.close(cgroup.open_file("cgroup.event_control", os.O_WRONLY))
+    except OSError as exc:
+        raise Unavailable(
+            f"cannot write {cgroup.path}/cgroup.event_control: {exc.strerror}"
+        ) from None
 
 
 _PROBES = {

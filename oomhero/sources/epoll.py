@@ -25,8 +25,10 @@ class Wakeups:
         self.sources[source.fileno()] = source
 
     def remove(self, source) -> None:
-        self.epoll.unregister(source.fileno())
-        del self.sources[source.fileno()]
+        """Idempotent: a source that failed was taken out by ``wait`` already."""
+        if self.sources.get(source.fileno()) is source:
+            self.epoll.unregister(source.fileno())
+            del self.sources[source.fileno()]
 
     @contextlib.contextmanager
     def stopping_on(
@@ -49,14 +51,20 @@ class Wakeups:
             os.close(wake_r)
             os.close(wake_w)
 
-    def wait(self, timeout: float) -> list[object]:
-        """The sources that became ready within ``timeout`` seconds."""
+    def wait(self, timeout: float) -> list[tuple[object, bool]]:
+        """The sources that became ready within ``timeout`` seconds, each with whether its
+        descriptor reports an error (EPOLLERR: a PSI trigger of a removed cgroup). Such a source
+        is taken out of the epoll at once: level-triggered, it would wake the loop forever."""
         ready = []
-        for fd, _ in self.epoll.poll(max(0.0, timeout)):
+        for fd, events in self.epoll.poll(max(0.0, timeout)):
             if fd == self._signal_pipe:
                 _drain(fd)
             elif fd in self.sources:
-                ready.append(self.sources[fd])
+                source = self.sources[fd]
+                failed = bool(events & select.EPOLLERR)
+                if failed:
+                    self.remove(source)
+                ready.append((source, failed))
         return ready
 
     def close(self) -> None:

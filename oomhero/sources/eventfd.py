@@ -8,7 +8,7 @@ import contextlib
 import os
 import select
 
-from oomhero.kernel.cgroup import CgroupDir
+from oomhero.kernel.cgroup import CgroupDir, CgroupGone, CgroupRefused
 from oomhero.sources.unavailable import Unavailable
 
 
@@ -26,16 +26,20 @@ class V1Thresholds:
         self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         fds = []
         try:
-            control = os.open(cgroup.file_path("cgroup.event_control"), os.O_WRONLY)
+            # Each file checked to be the kernel's before it is written to or named in a write.
+            control = cgroup.open_file("cgroup.event_control", os.O_WRONLY)
             fds.append(control)
-            usage = os.open(cgroup.file_path("memory.usage_in_bytes"), os.O_RDONLY)
+            usage = cgroup.open_file("memory.usage_in_bytes", os.O_RDONLY)
             fds.append(usage)
             for value in thresholds:
                 os.write(control, f"{self._efd} {usage} {value}".encode())
             if cgroup.has("memory.oom_control"):
-                oom = os.open(cgroup.file_path("memory.oom_control"), os.O_RDONLY)
+                oom = cgroup.open_file("memory.oom_control", os.O_RDONLY)
                 fds.append(oom)
                 os.write(control, f"{self._efd} {oom}".encode())
+        except (CgroupRefused, CgroupGone):
+            os.close(self._efd)
+            raise
         except OSError as exc:
             os.close(self._efd)
             raise Unavailable(

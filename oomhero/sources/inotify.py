@@ -1,13 +1,14 @@
-"""``inotify``: cgroup v2 ``memory.events`` and ``cgroup.events`` are modified on ``high``,
-``max`` (a charge would exceed memory.max, i.e. at 100 %), ``oom``, ``oom_kill`` and when the
-group empties. The kernel delays these by up to 10 ms per file; none are lost."""
+"""``inotify``: cgroup v2 ``memory.events`` is modified on ``high``, ``max`` (a charge would
+exceed memory.max, i.e. at 100 %), ``oom`` and ``oom_kill``. The kernel delays these by up to
+10 ms per file; none are lost. (A removed cgroup ends its target when it is next read, not by
+an inotify event: kernfs sends none.)"""
 
 from __future__ import annotations
 
 import contextlib
 import select
 
-from oomhero.kernel.cgroup import CgroupDir
+from oomhero.kernel.cgroup import CgroupDir, CgroupGone, CgroupRefused
 from oomhero.sources.unavailable import Unavailable
 
 try:
@@ -21,7 +22,7 @@ class InotifyWatches:
 
     name = "inotify"
     mask = select.EPOLLIN
-    FILES = ("memory.events", "cgroup.events")
+    FILES = ("memory.events",)
 
     def __init__(self) -> None:
         if inotify_simple is None:
@@ -39,7 +40,13 @@ class InotifyWatches:
         watches = []
         for name in self.FILES:
             try:
-                wd = self._inotify.add_watch(cgroup.file_path(name), inotify_simple.flags.MODIFY)
+                # The checked file itself, by its descriptor: never what the name leads to.
+                with cgroup.watch_path(name) as path:
+                    wd = self._inotify.add_watch(path, inotify_simple.flags.MODIFY)
+            except (CgroupRefused, CgroupGone):
+                for wd in watches:
+                    self._remove_wd(wd)
+                raise
             except OSError as exc:
                 for wd in watches:
                     self._remove_wd(wd)

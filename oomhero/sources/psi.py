@@ -9,7 +9,7 @@ import os
 import select
 
 from oomhero.config import PsiTriggerSpec
-from oomhero.kernel.cgroup import CgroupDir
+from oomhero.kernel.cgroup import CgroupDir, CgroupGone, CgroupRefused
 from oomhero.sources.unavailable import Unavailable
 
 # Unprivileged triggers (kernel 6.5+) must use a window that is a multiple of 2 s.
@@ -28,7 +28,10 @@ class PsiTrigger:
         if cgroup.version != 2:
             raise Unavailable("cgroup v1 has no per-cgroup memory.pressure")
         try:
-            self._fd = os.open(cgroup.file_path("memory.pressure"), os.O_RDWR | os.O_NONBLOCK)
+            # Written to only once checked to be the kernel's file (CgroupRefused otherwise).
+            self._fd = cgroup.open_file("memory.pressure", os.O_RDWR)
+        except (CgroupRefused, CgroupGone):
+            raise
         except OSError as exc:
             raise Unavailable(
                 f"cannot open {cgroup.path}/memory.pressure: {exc.strerror}"

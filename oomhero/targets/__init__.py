@@ -16,7 +16,7 @@ from typing import Protocol
 
 from oomhero.config import WatchSettings
 from oomhero.kernel.cgroup import MemorySample
-from oomhero.kernel.procfs import ProcessSet, ProcInfo
+from oomhero.kernel.procfs import ProcessSet, ProcInfo, current_comm
 from oomhero.policy import PolicyState, Thresholds
 from oomhero.sources.ebpf import Crossing
 from oomhero.sources.polling import GrowthEstimate
@@ -25,7 +25,17 @@ from oomhero.sources.polling import GrowthEstimate
 class Reader(Protocol):
     """What the engine samples: a cgroup directory, or a process tree under a soft limit."""
 
+    @property
+    def key(self) -> str:
+        """What it is, whatever it is called: a cgroup's (device, inode), a process tree's root
+        pid. Two readers with one key are one target."""
+        ...
+
     def sample(self) -> MemorySample: ...
+
+    def alive(self) -> bool:
+        """False once it is gone for good (a cgroup removed, a process tree exited)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -38,15 +48,23 @@ class Found:
     members: list[ProcInfo]
     open_reader: Callable[[], Reader]
     settings: WatchSettings | None = None  # this target's own, where it has any (node mode)
+    identity: str | None = None  # the reader's key, where the scan knows it without opening
 
 
 class Scanner(Protocol):
-    def scan(self) -> dict[str, Found]: ...
+    def scan(self) -> dict[str, Found]:
+        """What is there to watch now, by a name the scanner gives each (a cgroup path, a
+        command-line spec): a name says where to look, the reader opened says what it is."""
+        ...
+
+    def close(self) -> None:
+        """Release what the scanner keeps open between scans."""
+        ...
 
 
 @dataclass
 class Target:
-    key: str
+    key: str  # its reader's key: the identity of what is watched
     name: str
     reader: Reader
     settings: WatchSettings = field(default_factory=WatchSettings)  # thresholds and signals
@@ -75,4 +93,4 @@ class Target:
     @property
     def main_comm(self) -> str:
         main = self.processes.chosen("main")
-        return main[0].info.comm if main else "-"
+        return current_comm(main[0].info) if main else "-"  # its name now: an exec renames it

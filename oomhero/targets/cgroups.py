@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import errno
+import functools
 import re
 
 import psutil
 
-from oomhero.kernel.cgroup import CgroupDir, CgroupError, MemorySample
+from oomhero.kernel.cgroup import CgroupDir, CgroupError, CgroupGone, MemorySample
 from oomhero.kernel.locate import open_for_pid, open_path, own_mounts
 from oomhero.kernel.procfs import read_proc
 from oomhero.targets import Found
@@ -22,22 +23,65 @@ def resolve_cgroup(spec: str) -> CgroupDir:
 
 
 class CgroupScanner:
-    """Watch mode: fixed cgroups; members are the processes of each cgroup's subtree."""
+    """Watch mode: chosen cgroups; members are the processes of each one's subtree. Each is
+    looked up again by its path at every scan, so a cgroup removed and made again under the
+    same path (a restarted service or container) is followed to its new instance. A scan holds
+    one cgroup open at a time: a target's reader is opened only when the watchlist asks. (One
+    found through a process's root view is kept as it is: that path leads through the
+    process.)"""
 
-    def __init__(self, cgroups: list[CgroupDir], proc: str = "/proc") -> None:
-        self.cgroups = cgroups
+    def __init__(self, chosen: list[CgroupDir], proc: str = "/proc") -> None:
         self.proc = proc
+        self.paths = [c.path for c in chosen]
+        self.first = {c.path: c for c in chosen if c.view == "host"}  # opened at the start
+        self.pinned = {c.path: c for c in chosen if c.view != "host"}
+        self.mounts = own_mounts()
 
     def scan(self) -> dict[str, Found]:
         found = {}
-        for cgroup in self.cgroups:
+        for path in self.paths:
+            first = self.first.get(path)
+            cgroup = first.duplicate() if first is not None else self._lookup(path)
+            if cgroup is None:
+                continue
             try:
-                pids = cgroup.subtree_pids()
+                pids, identity = cgroup.subtree_pids(), cgroup.key
             except CgroupError:
-                pids = []
+                pids, identity = [], cgroup.key
+            finally:
+                cgroup.close()
             members = [info for pid in pids if (info := read_proc(pid, self.proc))]
-            found[cgroup.path] = Found(cgroup.path, members, lambda c=cgroup: c)
+            opener = functools.partial(self._open, path)
+            found[path] = Found(cgroup.path, members, opener, identity=identity)
         return found
+
+    def _open(self, path: str) -> CgroupDir:
+        first = self.first.pop(path, None)  # the one checked at the start
+        if first is not None:
+            return first
+        cgroup = self._lookup(path)
+        if cgroup is None:
+            raise CgroupGone(errno.ENOENT, f"{path} is gone")
+        return cgroup
+
+    def _lookup(self, path: str) -> CgroupDir | None:
+        pinned = self.pinned.get(path)
+        if pinned is not None:
+            return pinned.duplicate() if pinned.alive() else None
+        try:
+            cgroup = open_path(path, self.mounts)
+        except CgroupError:
+            return None  # not there (yet): the next scan looks again
+        if cgroup.alive():
+            return cgroup
+        cgroup.close()  # found as the kernel removes it
+        return None
+
+    def close(self) -> None:
+        for cgroup in [*self.first.values(), *self.pinned.values()]:
+            cgroup.close()
+        self.first.clear()
+        self.pinned.clear()
 
 
 class ProcessTreeReader:
@@ -65,6 +109,13 @@ class ProcessTreeReader:
             raise CgroupError(errno.ESRCH, f"process {self.root_pid} has exited")
         return MemorySample(total, self.limit, 0)
 
+    @property
+    def key(self) -> str:
+        return f"tree:{self.root_pid}"
+
+    def alive(self) -> bool:
+        return psutil.pid_exists(self.root_pid)
+
     def close(self) -> None:
         pass
 
@@ -79,3 +130,6 @@ class ProcessTreeScanner:
     def scan(self) -> dict[str, Found]:
         members = [info for pid in self.reader.pids() if (info := read_proc(pid))]
         return {self.name: Found(self.name, members, lambda: self.reader)}
+
+    def close(self) -> None:
+        pass  # the reader is the target's to close

@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 import psutil
 
 from oomhero import log
-from oomhero.kernel.cgroup import CgroupDir, CgroupError, read_text
+from oomhero.kernel.cgroup import CgroupDir, CgroupError
 from oomhero.kernel.locate import memory_mount, own_mounts
+from oomhero.kernel.procfs import read_text
 from oomhero.targets import Scanner
 from oomhero.targets.cgroups import CgroupScanner, ProcessTreeReader, ProcessTreeScanner
 
@@ -71,8 +72,7 @@ class Placement:
         return code
 
     def cleanup(self) -> None:
-        for scanner_cgroup in getattr(self.scanner, "cgroups", []):
-            scanner_cgroup.close()
+        self.scanner.close()
         if self.cgroup_path is None:
             if self.tree is not None:
                 left = stop_processes(list(self.tree.seen.values()))
@@ -340,7 +340,7 @@ def start(command: list[str], limit: int, **popen_options: object) -> Placement:
 
     try:
         process = subprocess.Popen(command, preexec_fn=join_group, **popen_options)
-        cgroup = CgroupDir(group, 2, "host")
+        cgroup = CgroupDir.open(group, 2, "host")
     except (OSError, subprocess.SubprocessError, CgroupError):
         os.close(lock)
         with contextlib.suppress(OSError):

@@ -105,6 +105,9 @@ class NodeScanner:
                 found[path] = Found(name, members, self._opener(path), settings)
         return found
 
+    def close(self) -> None:
+        pass  # it keeps nothing open between scans
+
     def _members(self, path: str) -> list[ProcInfo]:
         try:
             with open(os.path.join(path, "cgroup.procs")) as f:
@@ -138,4 +141,4 @@ class NodeScanner:
             return None
 
     def _opener(self, path: str) -> Callable[[], CgroupDir]:
-        return lambda: CgroupDir(path, self.version, "node")
+        return lambda: CgroupDir.open(path, self.version, "node")

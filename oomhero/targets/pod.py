@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 
-from oomhero.kernel.cgroup import CgroupError
+from oomhero.kernel.cgroup import CgroupError, CgroupRefused
 from oomhero.kernel.locate import membership_of, open_for_pid
 from oomhero.kernel.procfs import ProcInfo, list_pids, read_proc
 from oomhero.targets import Found, Reader
@@ -45,14 +46,26 @@ class PodScanner:
             for key, members in groups.items()
         }
 
+    def close(self) -> None:
+        pass  # it keeps nothing open between scans
+
     def _opener(self, members: list[ProcInfo]) -> Callable[[], Reader]:
         def open_reader() -> Reader:
             errors = []
             for info in members:
                 try:
-                    return open_for_pid(info.pid, prefer_root_view=True, proc=self.proc)
+                    cgroup = open_for_pid(info.pid, prefer_root_view=True, proc=self.proc)
+                except CgroupRefused:
+                    raise  # the container shapes its cgroup view: refused, whoever is in it
                 except CgroupError as exc:
                     errors.append(exc)
+                    continue
+                # The same process afterwards: its pid was not reused by another container's.
+                again = read_proc(info.pid, self.proc)
+                if again is not None and again.starttime == info.starttime:
+                    return cgroup
+                cgroup.close()
+                errors.append(CgroupError(errno.ESRCH, f"pid {info.pid} exited meanwhile"))
             raise errors[0]
 
         return open_reader

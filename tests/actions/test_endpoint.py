@@ -8,7 +8,6 @@ import json
 import re
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
@@ -16,8 +15,11 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from oomhero.actions.endpoint import REQUEST_DEADLINE, Liveness, serve
 from oomhero.kernel.cgroup import CgroupDir
-from tests.helpers import MIB, REPO, clean_env, v2_dir, wait_until
+from tests.helpers import MIB, REPO, SYNTHETIC_CLI, clean_env, v2_dir, wait_until
 from tests.hostile_network import get, probe, reset_connection, stall_a_watching_loop
+
+# Synthetic cgroup trees under the temp dir (parsing and policy), taken for cgroupfs.
+pytestmark = pytest.mark.usefixtures("synthetic_cgroupfs")
 
 
 def raw(port: int, data: bytes) -> bytes:
@@ -48,7 +50,7 @@ def watcher(tmp_path, recorder):
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
     log = tmp_path / "oomhero.log"
-    argv = [sys.executable, "-m", "oomhero", "watch", str(directory), "--sources", "none"]
+    argv = [*SYNTHETIC_CLI, "watch", str(directory), "--sources", "none"]
     argv += ["--metrics-port", str(port), "--log-format", "json"]
     process = subprocess.Popen(argv, env=clean_env(), cwd=REPO, stderr=open(log, "w"))
     base = f"http://127.0.0.1:{port}"
@@ -148,7 +150,7 @@ def test_a_scraper_that_never_reads_holds_neither_the_probes_nor_its_connection(
 
 def test_healthz_turns_503_while_the_loop_is_stuck_and_200_when_it_turns_again(tmp_path):
     directory = v2_dir(tmp_path / "cg", current=10 * MIB, limit=str(100 * MIB))
-    cgroup = CgroupDir(str(directory), 2)
+    cgroup = CgroupDir.open(str(directory), 2)
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
@@ -172,3 +174,14 @@ def test_healthz_says_starting_until_the_first_scan(server):
     assert code == 503 and body.startswith(b"starting: first scan not done after ")
     scanned.append(True)
     assert get(base + "/healthz") == (200, b"ok\n")
+
+
+def test_the_metrics_address_and_port_given_are_the_ones_used():
+    from oomhero.cli import build_parser
+    from oomhero.commands.common import parse_outputs
+
+    argv = ["watch", "x", "--metrics-port", "9100", "--metrics-address", "::1"]
+    outputs = parse_outputs(build_parser().parse_args(argv), environ={})
+    assert (outputs.metrics_port, outputs.metrics_address) == (9100, "::1")
+    outputs = parse_outputs(build_parser().parse_args(["sidecar"]), {"METRICS_PORT": "9090"})
+    assert (outputs.metrics_port, outputs.metrics_address) == (9090, "0.0.0.0")

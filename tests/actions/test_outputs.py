@@ -4,25 +4,30 @@
 import contextlib
 import http.server
 import json
+import os
+import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 
 import pytest
+from prometheus_client import generate_latest
 
 from oomhero.actions import endpoint
 from oomhero.actions.endpoint import Liveness, serve
-from oomhero.actions.metrics import Metrics, container_labels
+from oomhero.actions.metrics import Metrics, PodIdentity, container_labels
 from oomhero.actions.webhook import QUEUE_SIZE, Webhook
 from oomhero.config import WatchSettings
 from oomhero.engine import Engine
 from oomhero.kernel.cgroup import CgroupDir
 from oomhero.targets.cgroups import CgroupScanner
-from tests.helpers import MIB, REPO, clean_env, run_cli, v2_dir, wait_until
+from tests.helpers import MIB, REPO, SYNTHETIC_CLI, clean_env, run_cli, v2_dir, wait_until
+
+# Synthetic cgroup trees under the temp dir (parsing and policy), taken for cgroupfs.
+pytestmark = pytest.mark.usefixtures("synthetic_cgroupfs")
 
 QUIET = WatchSettings(warning=50, critical=80, sources=(), cooldown=0)
 
@@ -53,7 +58,7 @@ def watched(tmp_path, recorder, sleeper):
         limit=str(100 * MIB),
         inactive=0,
     )
-    cgroup = CgroupDir(str(directory), 2)
+    cgroup = CgroupDir.open(str(directory), 2)
     engine = Engine(CgroupScanner([cgroup]), QUIET)
     yield engine, directory
     engine.close()
@@ -83,11 +88,21 @@ def test_metrics_move_with_the_samples_and_healthz_waits_for_the_first_scan(watc
         assert value(series(text, "oomhero_memory_usage_bytes")[0]) == 60 * MIB
         assert value(series(text, "oomhero_memory_usage_ratio")[0]) == 0.6
         assert value(series(text, "oomhero_target_level")[0]) == 1
-        sent = series(text, "oomhero_signals_sent_total")
-        assert sent == ['oomhero_signals_sent_total{level="warning",signal="SIGUSR1"} 1.0']
+        target = f'cgroup="{directory}",'
+        (sent,) = series(text, "oomhero_signals_sent_total")
+        assert target in sent and 'level="warning",' in sent and 'signal="SIGUSR1"} 1.0' in sent
         assert 'oomhero_wakeups_total{source="poll"} 2.0' in text
-        skipped = series(text, "oomhero_signals_skipped_total")
-        assert skipped == ['oomhero_signals_skipped_total{level="warning",signal="SIGUSR1"} 1.0']
+        (skipped,) = series(text, "oomhero_signals_skipped_total")
+        assert target in skipped and 'level="warning",' in skipped
+        assert 'signal="SIGUSR1"} 1.0' in skipped
+        assert value(series(text, "oomhero_warning_threshold_ratio")[0]) == 0.5
+        assert value(series(text, "oomhero_critical_threshold_ratio")[0]) == 0.8
+        assert value(series(text, "oomhero_memory_pressure_some_avg10_ratio")[0]) == 0.015
+        assert value(series(text, "oomhero_memory_pressure_full_avg10_ratio")[0]) == 0.0075
+        assert "_created" not in text
+        assert 'oomhero_build_info{version="' in text
+        for name in ("process_resident_memory_bytes", "process_open_fds", "process_cpu_seconds"):
+            assert name in text
         assert "pid" not in text.split("# HELP")[0] + "".join(series(text, "oomhero_memory"))
         assert get(base + "/nothing")[0] == 404
     finally:
@@ -101,10 +116,80 @@ def test_container_labels_from_kubelet_cgroup_paths():
         "/kubepods.slice/kubepods-burstable.slice/"
         f"kubepods-burstable-pod{uid.replace('-', '_')}.slice/cri-containerd-{cid}.scope"
     )
-    assert container_labels(systemd) == (systemd, uid, cid[:12])
+    assert container_labels(systemd) == ("", "", uid, cid, systemd)
     cgroupfs = f"/kubepods/besteffort/pod{uid}/{cid}"
-    assert container_labels(cgroupfs) == (cgroupfs, uid, cid[:12])
-    assert container_labels("/../app") == ("/../app", "", "")
+    assert container_labels(cgroupfs) == ("", "", uid, cid, cgroupfs)
+    assert container_labels("/../app") == ("", "", "", "", "/../app")
+    # A sidecar knows its pod from the downward API; the container id from the path it sees.
+    pod = PodIdentity("shop", "cart-7d9f", uid)
+    assert container_labels(f"/../{cid}", pod) == ("shop", "cart-7d9f", uid, cid, f"/../{cid}")
+
+
+def named(engine, path):
+    """The target watched under ``path`` (targets are keyed by what they are)."""
+    (target,) = [t for t in engine.targets.values() if t.name == str(path)]
+    return target
+
+
+def test_a_targets_series_go_with_it_and_the_others_stay(tmp_path, recorder):
+    """A node agent's containers come and go for weeks: none may leave series behind."""
+    dirs = {
+        name: v2_dir(tmp_path / name, pids=[recorder.pid], current=90 * MIB, limit=str(100 * MIB))
+        for name in ("a", "b")
+    }
+    cgroups = {name: CgroupDir.open(str(d), 2) for name, d in dirs.items()}
+    scanner = CgroupScanner(list(cgroups.values()))
+    engine = Engine(scanner, QUIET)
+    metrics = Metrics()
+    engine.listeners.append(metrics)
+    try:
+        engine.watchlist.rescan()
+        engine.sample_all("poll")
+        engine.actions.oom_killed(named(engine, dirs["a"]), 1, 1)
+        before = generate_latest(metrics.registry).decode()
+        assert f'cgroup="{dirs["a"]}"' in "".join(series(before, "oomhero_oom_kills_total"))
+        assert len(series(before, "oomhero_signals_sent_total")) == 2  # critical, each target
+        scanner.paths = [str(dirs["b"])]
+        engine.watchlist.rescan()
+        after = generate_latest(metrics.registry).decode()
+    finally:
+        engine.close()
+        for cgroup in cgroups.values():
+            cgroup.close()
+    per_target = [line for line in after.splitlines() if "cgroup=" in line]
+    assert per_target and all(f'cgroup="{dirs["b"]}"' in line for line in per_target), per_target
+    assert f'cgroup="{dirs["a"]}"' not in after
+
+
+PROMTOOL = shutil.which("promtool")
+
+
+@pytest.mark.skipif(
+    not PROMTOOL and not os.environ.get("CI"),
+    reason="promtool not installed (Debian's prometheus package; .ci/run installs it)",
+)
+def test_promtool_finds_nothing_to_say_about_the_exposition(tmp_path, recorder):
+    # Labels from a hostile cgroup path: quotes, a backslash, a newline, not UTF-8.
+    hostile = tmp_path / os.fsdecode(b'a "b" \\ c\nd \xff')
+    directory = v2_dir(hostile, pids=[recorder.pid], current=90 * MIB, limit=str(100 * MIB))
+    cgroup = CgroupDir.open(str(directory), 2)
+    engine = Engine(CgroupScanner([cgroup]), QUIET)
+    metrics = Metrics(PodIdentity("shop", "cart", "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"))
+    engine.listeners.append(metrics)
+    try:
+        engine.watchlist.rescan()
+        engine.sample_all("poll")
+        engine.actions.oom_killed(named(engine, directory), 1, 1)
+        metrics.detected(named(engine, directory), "ebpf", 0.003)
+        text = generate_latest(metrics.registry)
+    finally:
+        engine.close()
+        cgroup.close()
+    assert PROMTOOL, "promtool is missing: apt-get install prometheus"
+    result = subprocess.run(
+        [PROMTOOL, "check", "metrics"], input=text, capture_output=True, timeout=60
+    )
+    assert result.returncode == 0 and not result.stdout + result.stderr, result
 
 
 class Receiver(http.server.ThreadingHTTPServer):
@@ -238,9 +323,7 @@ def test_a_flood_of_idle_slow_and_busy_clients_is_bounded_and_the_signal_still_a
     flags = ["--sources", "none", "--interval", "100ms", "--warning", "50", "--critical", "80"]
     watcher = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "oomhero",
+            *SYNTHETIC_CLI,
             "watch",
             str(directory),
             *flags,
@@ -342,6 +425,6 @@ def test_metrics_bind_this_machine_only_unless_in_a_pod():
 )
 def test_bad_output_settings_exit_2(tmp_path, args, words):
     directory = v2_dir(tmp_path / "cg")
-    result = run_cli("watch", str(directory), "--sources", "none", *args)
+    result = run_cli("watch", str(directory), "--sources", "none", *args, synthetic=True)
     assert result.returncode == 2, result.stderr
     assert words in result.stderr and "Traceback" not in result.stderr

@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 import oomhero
+from oomhero.commands.common import opt_in_cautions
 from tests.helpers import REPO, clean_env, run_cli, soft_limit_only, wait_until
 
 SIDECAR_ENV = ("WARNING", "CRITICAL", "COOLDOWN", "WARNING_SIGNAL", "CRITICAL_SIGNAL")
@@ -179,19 +180,76 @@ def test_run_of_a_missing_command_exits_127():
     assert "Traceback" not in result.stderr
 
 
-def test_doctor_prints_ok_or_missing_lines():
+def test_doctor_prints_check_lines_and_ends_with_one_verdict():
     # Reads (never writes) this machine's cgroup mounts and /proc; exit 0 or 1 depends on it.
     result = run_cli("doctor", timeout=60)
     assert result.returncode in (0, 1), result.stderr
     assert "Traceback" not in result.stderr
-    lines = result.stdout.splitlines()
+    *lines, verdict = result.stdout.splitlines()
     assert lines
-    assert all(line.startswith(("ok ", "missing ")) for line in lines), lines
+    assert all(line.startswith(("ok ", "missing ", "n/a ")) for line in lines), lines
     memory = [line for line in lines if line.split()[1:3] == ["memory", "controller"]]
     assert len(memory) == 1
-    assert memory[0].startswith("ok ") == (result.returncode == 0)
     for name in ("cgroup v2", "PSI", "kprobes"):
         assert any(name in line for line in lines), name
+    assert verdict.startswith("verdict: on this machine oomhero will wake on: ")
+    assert "polling" in verdict
+    assert ("NOT READY" in verdict) == (result.returncode == 1)
+    if not memory[0].startswith("ok "):
+        assert result.returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("target", "said"),
+    [
+        ("999999999", "999999999 (pid 999999999 is gone or has no memory cgroup)"),
+        ("/nonexistent/cgroup", "/nonexistent/cgroup ("),
+        ("relative\n\x1b[2J", "is not a memory cgroup"),
+    ],
+)
+def test_doctor_exits_1_for_a_target_that_does_not_exist(target, said):
+    result = run_cli("doctor", target, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    verdict = result.stdout.splitlines()[-1]
+    assert "it cannot watch: " in verdict and said in verdict, verdict
+    assert verdict.endswith("NOT READY (exit 1)")
+    assert all(line.isprintable() for line in result.stdout.splitlines()), result.stdout
+    assert "Traceback" not in result.stderr
+
+
+# A node agent's per-container opt-in, as a container that runs this image carries it (the
+# agent's own, or an app's: the bloat app of a node-mode pod).
+OPT_IN = {
+    "OOMHERO_WARNING": "60",
+    "OOMHERO_CRITICAL": "85",
+    "OOMHERO_COOLDOWN": "5s",
+    "OOMHERO_WARNING_SIGNAL": "SIGUSR1",
+    "OOMHERO_CRITICAL_SIGNAL": "SIGTERM",
+}
+
+
+@pytest.mark.parametrize(
+    ("command", "codes"),
+    [(["status", "--json"], (0,)), (["doctor"], (0, 1)), (["bloat", "--rate", "x"], (2,))],
+)
+def test_cli_commands_work_in_a_container_that_opts_in_to_a_node_agent(command, codes):
+    result = run_cli(*command, timeout=60, **OPT_IN)
+    assert "unknown setting" not in result.stderr, result.stderr
+    assert result.returncode in codes, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    if command[0] == "bloat":  # its own error about --rate, not oomhero's about the env
+        assert result.stderr.startswith("oomhero bloat: error:"), result.stderr
+
+
+def test_an_engine_says_the_opt_in_variables_in_its_own_env_set_nothing_for_it():
+    said = opt_in_cautions({**OPT_IN, "OOMHERO_HYSTERESIS": "3"})
+    assert len(said) == len(OPT_IN)  # OOMHERO_HYSTERESIS is the engine's own setting too
+    assert any("OOMHERO_WARNING is a container's opt-in" in s and "WARNING (--warning)" in s
+               for s in said)  # fmt: skip
+    result = run_cli("status", "--json", OOMHERO_WARNNG="60")  # status ignores the env
+    assert result.returncode == 0, result.stderr
+    result = run_cli("doctor", OOMHERO_WARNNG="60")  # doctor reads it: a typo is refused
+    assert result.returncode == 2 and "unknown setting OOMHERO_WARNNG" in result.stderr
 
 
 @soft_limit_only

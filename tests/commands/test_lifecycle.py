@@ -4,12 +4,11 @@ cautions said at start, SIGHUP a clean stop. ``watch`` runs on a synthetic cgrou
 import json
 import signal
 import subprocess
-import sys
 
 import pytest
 
 from tests.commands.test_cli import assert_one_line_error
-from tests.helpers import REPO, clean_env, run_cli, v2_dir, wait_until
+from tests.helpers import REPO, SYNTHETIC_CLI, clean_env, run_cli, v2_dir, wait_until
 
 
 @pytest.mark.parametrize(
@@ -50,7 +49,7 @@ def test_sighup_stops_cleanly_after_the_cautions_were_said(tmp_path):
     directory = v2_dir(tmp_path / "cg")
     log = tmp_path / "oomhero.log"
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "oomhero", "watch", str(directory), "--sources", "none"],
+        [*SYNTHETIC_CLI, "watch", str(directory), "--sources", "none"],
         env=clean_env(OOMHERO_LOG_FORMAT="json", CRITICAL_SIGNAL="usr1"),
         cwd=REPO,
         stderr=open(log, "w"),

@@ -3,17 +3,21 @@
 import io
 import json
 
+import pytest
 from rich.console import Console
 
 from oomhero.commands.status import Row, render, row_for, to_json
 from oomhero.kernel.cgroup import CgroupDir
 from tests.helpers import v1_dir, v2_dir
 
+# Synthetic cgroup trees under the temp dir (parsing and policy), taken for cgroupfs.
+pytestmark = pytest.mark.usefixtures("synthetic_cgroupfs")
+
 MIB = 1024**2
 
 
 def row_of(directory, version, processes=2):
-    cgroup = CgroupDir(str(directory), version)
+    cgroup = CgroupDir.open(str(directory), version)
     try:
         return row_for(cgroup, processes)
     finally:

@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 
 import psutil
 import pytest
@@ -24,7 +23,10 @@ from oomhero.kernel.cgroup import CgroupDir, MemorySample
 from oomhero.kernel.procfs import read_proc
 from oomhero.policy import Level
 from oomhero.targets import Found
-from tests.helpers import REPO, clean_env, v2_dir, wait_until
+from tests.helpers import REPO, SYNTHETIC_CLI, clean_env, v2_dir, wait_until
+
+# Synthetic cgroup trees under the temp dir (parsing and policy), taken for cgroupfs.
+pytestmark = pytest.mark.usefixtures("synthetic_cgroupfs")
 
 MIB = 1024**2
 LIMIT = 128 * MIB
@@ -36,6 +38,10 @@ class ScriptedReader:
     def __init__(self, psi=None):
         self.samples = []
         self.psi = psi
+        self.key = None  # what it is: the scanner names it (FakeScanner)
+
+    def alive(self):
+        return True
 
     def push(self, pct):
         self.samples.append(MemorySample(int(LIMIT * pct / 100), LIMIT, 0))
@@ -56,6 +62,9 @@ class FakeScanner:
         self.settings = settings or {}  # key → the target's own WatchSettings (node mode)
 
     def scan(self):
+        for key, (_, reader) in self.targets.items():
+            if isinstance(reader, ScriptedReader) and reader.key is None:
+                reader.key = key
         return {
             key: Found(
                 key,
@@ -65,6 +74,9 @@ class FakeScanner:
             )
             for key, (pids, reader) in self.targets.items()
         }
+
+    def close(self):
+        pass
 
 
 class Clock:
@@ -133,8 +145,7 @@ def setup(tmp_path, recorder, json_log):
     (warning), watched by inotify, memory.pressure some avg10=1.50."""
     small, app = ScriptedReader(), ScriptedReader(psi=12.5)
     cg_path = v2_dir(tmp_path / "c", current=int(LIMIT * 0.89), limit=str(LIMIT))
-    (cg_path / "cgroup.events").write_text("populated 1\nfrozen 0\n")  # inotify watches it too
-    cgroup = CgroupDir(str(cg_path), 2)
+    cgroup = CgroupDir.open(str(cg_path), 2)
     scanner = FakeScanner(
         **{"a-small": ([], small), "b-app": ([recorder.pid], app), "c-cgroup": ([], cgroup)}
     )
@@ -369,7 +380,7 @@ def set_usage(cgroup, pct: float) -> None:
 def start_top(tmux, *cgroups) -> None:
     """``oomhero top`` at the pane's shell, which then prints its exit code and stty -a.
     The markers are whole lines only once printed (the typed command line holds them too)."""
-    command = f"{sys.executable} -m oomhero top {' '.join(map(str, cgroups))} --sources none"
+    command = f"{' '.join(SYNTHETIC_CLI)} top {' '.join(map(str, cgroups))} --sources none"
     command += '; echo "[exit $?]"; stty -a; echo "[end]"'
     tmux("send-keys", "-t", "top", "-l", f"cd {REPO} && {command}")
     tmux("send-keys", "-t", "top", "Enter")

@@ -23,7 +23,7 @@ import yaml
 
 import oomhero
 from oomhero import cli
-from oomhero.commands.common import gather_settings
+from oomhero.commands.common import gather_settings, parse_outputs
 from oomhero.config.table import KNOWN_ENV
 from tests.helpers import REPO
 
@@ -339,8 +339,15 @@ def effective(spec: dict, c: dict, key: str):
     return c.get("securityContext", {}).get(key, spec.get("securityContext", {}).get(key))
 
 
+# What the kubelet puts in a downward API variable, for the fields the manifests use.
+DOWNWARD = {"metadata.name": "bloat", "metadata.uid": "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"}
+
+
 def env_of(c: dict) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in c.get("env", [])}
+    return {
+        e["name"]: e["value"] if "value" in e else DOWNWARD[e["valueFrom"]["fieldRef"]["fieldPath"]]
+        for e in c.get("env", [])
+    }
 
 
 def test_every_manifest_is_tested():
@@ -410,6 +417,9 @@ def test_pod_runs_oomhero_as_the_sidecar(name, monkeypatch):
     probe = sidecar["readinessProbe"]["httpGet"]
     assert probe["path"] == "/healthz" and probe["port"] in ("metrics", port)
     assert "memory" in sidecar["resources"]["limits"]
+    # The pod's name and UID label the series (the downward API), as oomhero reads them.
+    args = cli.build_parser().parse_args(["sidecar"])
+    assert parse_outputs(args).pod == ("", "bloat", DOWNWARD["metadata.uid"])
 
 
 @pytest.mark.parametrize("name", PODS)

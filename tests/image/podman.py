@@ -13,16 +13,16 @@ import ctypes
 import functools
 import json
 import os
-import re
 import subprocess
 from pathlib import Path
+
+import logfmtkv
 
 from tests.conftest import guest_version
 
 REPO = Path(__file__).resolve().parents[2]
 STORE = REPO / ".cache" / "containers" / "storage"
 CONF = Path("/tmp/oomhero-podman")
-TEXT_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
 
 
 def require_guest() -> None:
@@ -137,19 +137,8 @@ def logs(container: str, check: bool = True) -> list[str]:
 
 
 def text_records(lines: list[str]) -> list[dict[str, str]]:
-    """oomhero's text log lines: {"msg": ..., field: value}."""
-    records = []
-    for line in lines:
-        parts = line.split(" ", 2)
-        if len(parts) < 3 or parts[1] not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            continue
-        first = TEXT_FIELD.search(parts[2])
-        msg = parts[2][: first.start()].strip() if first else parts[2]
-        fields = {
-            k: json.loads(v) if v.startswith('"') else v for k, v in TEXT_FIELD.findall(parts[2])
-        }
-        records.append({"msg": msg, "level": parts[1], **fields})
-    return records
+    """oomhero's text log lines (logfmt, read as go-logfmt reads it): {"msg": ..., field: value}."""
+    return [logfmtkv.parse(line, strict=True) for line in lines if line.startswith("time=")]
 
 
 def json_records(lines: list[str]) -> list[dict]:

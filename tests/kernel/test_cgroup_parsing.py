@@ -29,6 +29,9 @@ from oomhero.kernel.locate import (
 from oomhero.targets.cgroups import CgroupScanner
 from tests.helpers import V1_UNLIMITED, v1_dir, v2_dir, write_files
 
+# Synthetic cgroup trees under the temp dir (parsing and policy), taken for cgroupfs.
+pytestmark = pytest.mark.usefixtures("synthetic_cgroupfs")
+
 MIB = 1024**2
 
 
@@ -37,7 +40,7 @@ def opened():
     dirs = []
 
     def open_dir(*args, **kwargs):
-        cgroup = CgroupDir(*args, **kwargs)
+        cgroup = CgroupDir.open(*args, **kwargs)
         dirs.append(cgroup)
         return cgroup
 
@@ -50,31 +53,37 @@ def opened():
 @pytest.mark.parametrize(
     ("text", "limit"),
     [
-        ("max\n", None),
-        ("134217728\n", 134217728),
-        (V1_UNLIMITED + "\n", None),
-        ("9223372036854775807", None),
-        (str(1 << 40), 1 << 40),
+        (b"max\n", None),
+        (b"134217728\n", 134217728),
+        (V1_UNLIMITED.encode() + b"\n", None),
+        (b"9223372036854775807", None),
+        (str(1 << 40).encode(), 1 << 40),
     ],
 )
 def test_parse_limit(text, limit):
     assert parse_limit(text) == limit
 
 
-def test_parse_limit_rejects_garbage():
-    with pytest.raises(ValueError):
-        parse_limit("lots")
+@pytest.mark.parametrize(
+    "data", [b"lots", b"", b"1_0", b"1e2", b"-5", b" 12 34", "\u0661".encode(), b"12\x00"]
+)
+def test_parse_limit_takes_ascii_digits_only_and_never_echoes(data):
+    with pytest.raises(CgroupError) as info:
+        parse_limit(data, "memory.max")
+    assert info.value.strerror == "memory.max does not hold a number"
 
 
 def test_parse_flat_keyed_keeps_integer_pairs_only():
-    text = "anon 123\ninactive_file 456\nnegative -3\nbroken\nthree fields here\nword word\n"
+    text = b"anon 123\ninactive_file 456\nnegative -3\nbroken\nthree fields here\nword word\n"
+    text += b"\xff\xfe 7\npopulated \xd9\xa1\n"  # non-UTF-8, non-ASCII digits: skipped
     assert parse_flat_keyed(text) == {"anon": 123, "inactive_file": 456, "negative": -3}
 
 
 def test_parse_pressure():
     text = (
-        "some avg10=1.50 avg60=0.25 avg300=0.00 total=12345\n"
-        "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+        b"some avg10=1.50 avg60=0.25 avg300=0.00 total=12345\n"
+        b"full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+        b"some avg10=\xd9\xa1.00 avg60=0 avg300=0 total=0\n"  # malformed: skipped
     )
     pressure = parse_pressure(text)
     assert pressure["some"] == {"avg10": 1.5, "avg60": 0.25, "avg300": 0.0, "total": 12345.0}
@@ -287,11 +296,12 @@ def test_cgroup_dir_missing_file_is_a_cgroup_error_naming_it(tmp_path, opened):
     assert info.value.errno == errno.ENOENT
 
 
-def test_cgroup_dir_unparsable_file_is_a_value_error(tmp_path, opened):
+def test_cgroup_dir_unparsable_file_is_an_error_that_does_not_echo_it(tmp_path, opened):
     directory = v2_dir(tmp_path / "g")
-    (directory / "memory.current").write_text("")
-    with pytest.raises(ValueError):
+    (directory / "memory.current").write_bytes(b"token-s3cret\xff")
+    with pytest.raises(CgroupError) as info:
         opened(str(directory), 2).sample()
+    assert "s3cret" not in str(info.value) and "memory.current" in str(info.value)
 
 
 def test_cgroup_dir_pressure_none_when_missing(tmp_path, opened):
@@ -301,13 +311,13 @@ def test_cgroup_dir_pressure_none_when_missing(tmp_path, opened):
 
 
 def test_cgroup_dir_open_missing_directory_is_a_cgroup_error(tmp_path):
-    with pytest.raises(CgroupError, match="cannot open cgroup") as info:
-        CgroupDir(str(tmp_path / "nope"), 2)
+    with pytest.raises(CgroupError, match="cannot open") as info:
+        CgroupDir.open(str(tmp_path / "nope"), 2)
     assert info.value.errno == errno.ENOENT
 
 
 def test_cgroup_dir_close_releases_the_fd(tmp_path):
-    cgroup = CgroupDir(str(v2_dir(tmp_path / "g")), 2)
+    cgroup = CgroupDir.open(str(v2_dir(tmp_path / "g")), 2)
     fd = cgroup._fd
     os.fstat(fd)
     cgroup.close()
@@ -424,7 +434,7 @@ def test_root_view_that_does_not_list_the_pid_is_an_error(tmp_path):
 
 def test_root_view_missing_is_an_error(tmp_path):
     proc, _ = fake_proc(tmp_path, 42, "0::/a\n")
-    with pytest.raises(CgroupError, match="cannot read") as info:
+    with pytest.raises(CgroupError, match="cannot open") as info:
         open_root_view(42, Membership(2, "/a"), proc=str(proc))
     assert info.value.errno == errno.ENOENT
 

@@ -1,6 +1,7 @@
 import os
 import signal
 import subprocess
+import sys
 
 import psutil
 import pytest
@@ -14,7 +15,7 @@ from oomhero.kernel.procfs import (
     list_pids,
     parse_caught,
     parse_stat,
-    process_count,
+    process_generation,
     raise_open_file_limit,
     read_caught,
     read_proc,
@@ -224,13 +225,18 @@ def test_chosen_main_lists_every_unrelated_top_process(sleeper, recorder):
         processes.close()
 
 
-def test_process_count_rises_with_processes_started():
+def test_process_generation_changes_as_processes_start_and_when_one_replaces_another():
     # The count is the whole machine's (other processes come and go): twenty children at
     # once stand out of that noise.
-    before = process_count()
+    before = process_generation()
     children = [subprocess.Popen(["sleep", "30"]) for _ in range(20)]
     try:
-        assert process_count() > before
+        assert process_generation()[0] > before[0]
+        children[0].kill()
+        children[0].wait()
+        replaced = process_generation()
+        children[0] = subprocess.Popen(["sleep", "30"])  # one out, one in: the same count
+        assert process_generation()[1] != replaced[1]  # but a newer pid
     finally:
         for child in children:
             child.kill()
@@ -259,3 +265,18 @@ def test_kernel_symbols_among_matches_whole_names_only(tmp_path):
     )
     found = kernel_symbols_among(("try_charge_memcg", "try_charge"), str(kallsyms))
     assert found == {"try_charge_memcg"}
+
+
+def test_descriptors_are_scarce_past_half_the_open_file_limit():
+    """In a child with a low limit, opening one descriptor at a time: scarce exactly once
+    half of the limit is held (as /proc/self/fd counts them), not before."""
+    code = (
+        "import os, resource\n"
+        "from oomhero.kernel.procfs import descriptors_scarce\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))\n"
+        "while not descriptors_scarce():\n"
+        "    os.open('/', os.O_PATH)\n"
+        "print(len(os.listdir('/proc/self/fd')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(out.stdout) == 32, out

@@ -31,6 +31,7 @@ from tests.real_kernel.kit import (
     Watcher,
     Workload,
     bloat_argv,
+    log_time,
     make_cgroup,
     read_jsonl,
     remove_test_cgroups,
@@ -233,7 +234,7 @@ def test_polling_relaxes_to_the_ceiling_while_the_probe_is_armed(tmp_path, clean
     before = _samples(records[: _index(records, "source ready")])
     idle = [r for r in _samples_after_ready(records) if r["percent"] < 10]
     # Once per ceiling (1 s), on its grid: after the first gap onto it, a second apart.
-    gaps = [b["time"] - a["time"] for a, b in itertools.pairwise(idle)][1:]
+    gaps = [log_time(b) - log_time(a) for a, b in itertools.pairwise(idle)][1:]
     assert gaps and all(0.9 < gap < 1.1 for gap in gaps), idle
     assert all(r["next_in"] <= 1.0 for r in idle), idle
     assert all(r["next_in"] < 0.2 for r in before), before  # adaptive, before the probe

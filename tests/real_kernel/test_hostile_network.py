@@ -67,7 +67,7 @@ def test_a_stalled_loop_turns_healthz_to_503_and_back(workdir):
     """The loop blocks in a listener's read of an empty pipe (a real blocking system call on
     the loop's thread), watching a real cgroup with the kernel's own wake-up sources."""
     made = make_cgroup("stall", 128 * MIB)
-    cgroup = CgroupDir(str(made.path), made.version)
+    cgroup = CgroupDir.open(str(made.path), made.version)
     sources = ("inotify", "psi") if made.version == 2 else ("eventfd",)
     try:
         seen = stall_a_watching_loop(cgroup, sources, PORT)

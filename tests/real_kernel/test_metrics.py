@@ -7,7 +7,16 @@ import urllib.request
 
 import pytest
 
-from tests.real_kernel.kit import MIB, Watcher, Workload, make_cgroup, remove_test_cgroups, wait_for
+from tests.real_kernel.kit import (
+    MIB,
+    TEST_ROOT,
+    Watcher,
+    Workload,
+    cgroup_base,
+    make_cgroup,
+    remove_test_cgroups,
+    wait_for,
+)
 
 pytestmark = pytest.mark.guest_v2
 
@@ -50,5 +59,59 @@ def test_metrics_follow_a_growing_workload(tmp_path):
     assert gauge(after, "oomhero_memory_usage_bytes") > gauge(before, "oomhero_memory_usage_bytes")
     assert gauge(after, "oomhero_memory_usage_bytes") >= 0.55 * 128 * MIB
     assert gauge(after, "oomhero_memory_limit_bytes") == 128 * MIB
-    assert 'oomhero_signals_sent_total{level="warning",signal="SIGUSR1"} 1.0' in after
-    assert f'cgroup="{cgroup.path}"' in after
+    (sent,) = [line for line in after.splitlines() if line.startswith("oomhero_signals_sent")]
+    assert f'cgroup="{cgroup.path}"' in sent and 'level="warning"' in sent
+    assert sent.endswith('signal="SIGUSR1"} 1.0')
+    assert gauge(after, "oomhero_warning_threshold_ratio") == 0.5
+    assert gauge(after, "oomhero_memory_pressure_some_avg10_ratio") >= 0
+    assert "_created" not in after and "oomhero_build_info{" in after
+
+
+UID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+POD = (
+    "node/kubepods.slice/kubepods-burstable.slice/"
+    f"kubepods-burstable-pod{UID.replace('-', '_')}.slice"
+)
+
+
+def test_node_series_say_which_container_and_go_with_it(tmp_path):
+    """Node mode: each container's series carry its pod UID and container id (from the cgroup
+    path) and its own thresholds; a container that goes takes its series with it."""
+    ids = {"keep": "ab" * 32, "goes": "cd" * 32}
+    workloads = {
+        name: Workload(
+            make_cgroup(f"{POD}/cri-containerd-{cid}.scope", 128 * MIB),
+            tmp_path / f"{name}.jsonl",
+            env={"OOMHERO_WARNING": "40" if name == "keep" else "60"},
+        )
+        for name, cid in ids.items()
+    }
+    root = cgroup_base(2) / TEST_ROOT / "node"
+    watcher = Watcher(
+        [], tmp_path / "log", "--metrics-port", str(PORT),
+        command=("node", "--cgroup-root", str(root)), expect=2,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: scrape("/healthz") == "ok\n", 30, "readiness after the first scan")
+        workloads["goes"].to(70)
+        wait_for(lambda: workloads["goes"].signals(), 60, "SIGUSR1 for the container that goes")
+        both = scrape()
+        workloads["goes"].stop()  # its last process gone: the agent retires the container
+        wait_for(lambda: ids["goes"] not in scrape(), 30, "the series of the container gone")
+        after = scrape()
+        gone = watcher.records("target gone")
+    finally:
+        for workload in workloads.values():
+            workload.stop()
+        watcher.stop()
+        remove_test_cgroups()
+    thresholds = [line for line in both.splitlines() if line.startswith("oomhero_warning_thr")]
+    assert sorted(float(line.rsplit(" ", 1)[1]) for line in thresholds) == [0.4, 0.6]
+    for line in thresholds:
+        assert f'pod_uid="{UID}"' in line, line
+        assert any(f'container_id="{cid}"' in line for cid in ids.values()), line
+    (sent,) = [line for line in both.splitlines() if line.startswith("oomhero_signals_sent")]
+    assert f'container_id="{ids["goes"]}"' in sent and f'pod_uid="{UID}"' in sent
+    assert len(gone) == 1 and ids["goes"] in gone[0]["target"]
+    per_target = [line for line in after.splitlines() if "container_id=" in line]
+    assert per_target and all(ids["keep"] in line for line in per_target), per_target

@@ -49,7 +49,7 @@ def test_exited_and_reused_pid_is_never_signalled(tmp_path):
     doomed = cgroup.spawn(["sleep", "600"])
     workload = Workload(cgroup, tmp_path / "workload.jsonl")
     engine = Engine(
-        CgroupScanner([CgroupDir(str(cgroup.path), 2)]),
+        CgroupScanner([CgroupDir.open(str(cgroup.path), 2)]),
         WatchSettings(warning=50, critical=80, cooldown=0),
     )
     newcomer = None

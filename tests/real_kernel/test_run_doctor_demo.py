@@ -21,19 +21,31 @@ from tests.real_kernel.kit import (
 )
 
 
-def doctor_lines(cgroup=None) -> dict[str, tuple[str, str]]:
-    """name → (ok|missing, detail), with oomhero run from inside ``cgroup`` when given."""
-    argv = oomhero("doctor")
+def doctor(*targets: str, cgroup=None, env=None) -> tuple[int, dict[str, tuple[str, str]], str]:
+    """Exit status, name → (ok|missing|n/a, detail), and the verdict line, with oomhero run
+    from inside ``cgroup`` when given."""
     process = (cgroup.spawn if cgroup else subprocess.Popen)(
-        argv, stdout=subprocess.PIPE, text=True
+        oomhero("doctor", *targets),
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
     )
     out, _ = process.communicate(timeout=120)
+    *checks, verdict = out.splitlines()
     lines = {}
-    for line in out.splitlines():
-        match = re.match(r"^(ok|missing)\s+(.{22}) (.*)$", line)
-        assert match, f"not an ok/missing line: {line!r}"
+    for line in checks:
+        # A target's name may be longer than the name column: "read <path> <detail>".
+        match = re.match(r"^(ok|missing|n/a) +(.{22}) (.*)$", line) or re.match(
+            r"^(ok|missing|n/a) +(\S+ \S+) (.*)$", line
+        )
+        assert match, f"not an ok/missing/n/a line: {line!r}"
         lines[match.group(2).strip()] = (match.group(1), match.group(3))
-    return lines
+    assert verdict.startswith("verdict: on this machine oomhero will wake on: "), verdict
+    return process.returncode, lines, verdict
+
+
+def doctor_lines(cgroup=None) -> dict[str, tuple[str, str]]:
+    return doctor(cgroup=cgroup)[1]
 
 
 @pytest.mark.guest_v2
@@ -46,7 +58,7 @@ def test_doctor_tells_the_truth_on_v2():
     assert lines["memory controller"][0] == "ok" and "cgroup v2" in lines["memory controller"][1]
     assert lines["PSI"][0] == "ok"
     assert lines["inotify memory.events"][0] == "ok"
-    assert lines["v1 thresholds"][0] == "missing"
+    assert lines["v1 thresholds"][0] == "n/a"
     assert lines["kprobe target"][0] == "ok" and "try_charge_memcg" in lines["kprobe target"][1]
     # guest/prepare installs Debian's bcc and this kernel's headers; the guest runs as root.
     assert lines["bcc"][0] == "ok"
@@ -57,7 +69,8 @@ def test_doctor_tells_the_truth_on_v2():
     assert lines["bpf privileges"][0] == "ok"
     release = os.uname().release
     headers = Path(f"/lib/modules/{release}/build").exists()
-    assert lines["kernel headers"][0] == ("ok" if headers else "missing")
+    # The CO-RE probe loads: bcc's headers are not needed here.
+    assert lines["kernel headers"][0] == ("ok" if headers else "n/a")
 
 
 @pytest.mark.guest_v1
@@ -65,7 +78,42 @@ def test_doctor_tells_the_truth_on_v1():
     lines = doctor_lines()
     assert lines["memory controller"][0] == "ok" and "cgroup v1" in lines["memory controller"][1]
     assert lines["v1 thresholds"][0] == "ok"
-    assert lines["inotify memory.events"][0] == "missing"
+    assert lines["inotify memory.events"][0] == "n/a"
+    assert lines["PSI"][0] == "n/a"
+
+
+@pytest.mark.guest_v2
+@pytest.mark.guest_v1
+def test_doctor_verdict_and_exit_status(tmp_path):
+    """0 when what was asked for works; 1 for a target that does not exist, and for a source
+    asked for that this machine cannot give (eventfd on v2, inotify on v1)."""
+    v2 = (Path("/sys/fs/cgroup") / "cgroup.controllers").exists()
+    limited = make_cgroup("doctor-limited", 64 * MIB)
+    holder = limited.spawn(["sleep", "60"])
+    try:
+        code, _, verdict = doctor(str(limited.path))
+        assert code == 0, verdict
+        wakes = verdict.split("will wake on: ", 1)[1].split(";")[0]
+        assert ("inotify" in wakes) == v2 and ("eventfd" in wakes) == (not v2), verdict
+        assert "adaptive polling" in wakes and ("ebpf (CO-RE)" in wakes or not v2), verdict
+        assert f"it can watch and signal: {limited.path}" in verdict
+        assert "NOT READY" not in verdict
+
+        unavailable = "eventfd" if v2 else "inotify"
+        code, _, verdict = doctor(str(limited.path), env={"OOMHERO_SOURCES": unavailable})
+        assert code == 1 and f"it cannot use: {unavailable} (because: needs" in verdict, verdict
+
+        code, _, verdict = doctor("/sys/fs/cgroup/no-such-cgroup")
+        assert code == 1 and "it cannot watch: /sys/fs/cgroup/no-such-cgroup (" in verdict
+        holder.kill()
+        holder.wait()
+        code, _, verdict = doctor(str(holder.pid))
+        assert code == 1 and f"it cannot watch: {holder.pid} (" in verdict, verdict
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+        remove_test_cgroups()
 
 
 @pytest.mark.guest_v2

@@ -44,6 +44,7 @@ def test_inotify_wakes_on_max_and_reports_the_oom_kill(tmp_path, cleanup):
     cgroup = make_cgroup("inotify", 64 * MIB)
     watcher = Watcher([cgroup], tmp_path / "log", "--sources", "inotify", *NO_CLOCK)
     app = bloat(cgroup, tmp_path / "bloat.jsonl", "64M")
+    comm = wait_for(lambda: Path(f"/proc/{app.pid}/comm").read_text().strip(), 10, "its name")
     try:
         wait_for(lambda: watcher.records("oom kill"), 120, "oomhero to report the OOM kill")
     finally:
@@ -52,6 +53,8 @@ def test_inotify_wakes_on_max_and_reports_the_oom_kill(tmp_path, cleanup):
         records = watcher.stop()
     kills = [r for r in records if r.get("msg") == "oom kill"]
     assert kills[0]["victims"] >= 1 and kills[0]["total"] >= 1
+    # The process the kernel killed, as its log names it (the guest runs oomhero as root).
+    assert kills[0]["victim_pid"] == app.pid and kills[0]["victim_comm"] == comm, kills
     woken = [r for r in records if r.get("source") == "inotify"]
     assert any(r["msg"].startswith("rose to critical") for r in woken), records
     counts = stopped_counts(records)

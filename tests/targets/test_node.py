@@ -10,6 +10,9 @@ from oomhero.config import WatchSettings
 from oomhero.targets.node import NodeScanner, container_dirs, container_settings, memory_root
 from tests.helpers import v1_dir, v2_dir
 
+# Synthetic cgroup trees under the temp dir (parsing and policy), taken for cgroupfs.
+pytestmark = pytest.mark.usefixtures("synthetic_cgroupfs")
+
 UID1 = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 UID2 = "11111111-2222-3333-4444-555555555555"
 CID = "ab" * 32

@@ -13,6 +13,9 @@ from oomhero.targets.cgroups import ProcessTreeReader, ProcessTreeScanner
 from oomhero.targets.pod import PodScanner
 from tests.helpers import stat_line, wait_until
 
+# Synthetic cgroup trees under the temp dir (parsing and policy), taken for cgroupfs.
+pytestmark = pytest.mark.usefixtures("synthetic_cgroupfs")
+
 
 def fake_process(proc, pid, comm, cgroup, ppid=1, flags=0x400100):
     directory = proc / str(pid)

@@ -8,9 +8,15 @@ from tests.real_kernel.kit.cgroups import (
     make_cgroup,
     remove_test_cgroups,
 )
-from tests.real_kernel.kit.guest import MIB, REPO, read_jsonl, require_guest, wait_for
-from tests.real_kernel.kit.pod import Container, Pod
-from tests.real_kernel.kit.processes import WORKLOAD, Workload, bloat_argv, oomhero
+from tests.real_kernel.kit.guest import MIB, REPO, log_time, read_jsonl, require_guest, wait_for
+from tests.real_kernel.kit.pod import Container, Pod, oomhero_container
+from tests.real_kernel.kit.processes import (
+    WORKLOAD,
+    Workload,
+    bloat_argv,
+    oomhero,
+    signals_handled,
+)
 from tests.real_kernel.kit.watcher import Watcher
 
 __all__ = [
@@ -25,10 +31,13 @@ __all__ = [
     "Workload",
     "bloat_argv",
     "cgroup_base",
+    "log_time",
     "make_cgroup",
     "oomhero",
+    "oomhero_container",
     "read_jsonl",
     "remove_test_cgroups",
     "require_guest",
+    "signals_handled",
     "wait_for",
 ]

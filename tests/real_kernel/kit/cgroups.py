@@ -58,6 +58,19 @@ class Cgroup:
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.05)
 
+    def remove(self) -> None:
+        """Kill what is in it, then remove it (the kernel refuses while it is still busy)."""
+        self.kill_all()
+        for _ in range(200):
+            try:
+                self.path.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"{self.path} could not be removed")
+
 
 def cgroup_base(version: int) -> Path:
     return Path("/sys/fs/cgroup") if version == 2 else Path("/sys/fs/cgroup/memory")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 from collections.abc import Callable
@@ -35,6 +36,11 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> obje
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def log_time(record: dict) -> float:
+    """A JSON log line's ``time`` (RFC 3339, UTC, milliseconds) as seconds since the epoch."""
+    return datetime.datetime.fromisoformat(record["time"]).timestamp()
 
 
 def read_jsonl(path: Path) -> list[dict]:

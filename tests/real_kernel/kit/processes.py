@@ -33,6 +33,11 @@ def bloat_argv(events: Path, rate: str, *extra: str) -> list[str]:
     )
 
 
+def signals_handled(events: Path) -> list[str]:
+    """The signals the bloat app recorded handling, in order."""
+    return [e["signal"] for e in read_jsonl(events) if e.get("event") == "signal"]
+
+
 class Workload:
     """tests/real_kernel/workload.py in a cgroup, steered to usage levels."""
 

@@ -1,4 +1,7 @@
-"""`oomhero watch` (or another engine command) as a process logging JSON to a file."""
+"""`oomhero watch` (or another engine command) as a process logging JSON to a file.
+
+The container modes (node, sidecar) log to stdout, the commands run by hand to stderr: the file
+takes both, so a traceback on either shows up as a line that is not JSON."""
 
 from __future__ import annotations
 
@@ -32,7 +35,9 @@ class Watcher:
         )
         targets = [str(c.path) for c in cgroups] if command == ("watch",) else []
         argv = oomhero(*command, *targets, "--log-format", "json", *flags)
-        self.process = subprocess.Popen([*prefix, *as_user, *argv], stderr=open(log, "w"))
+        self.process = subprocess.Popen(
+            [*prefix, *as_user, *argv], stdout=open(log, "w"), stderr=subprocess.STDOUT
+        )
         wanted = len(cgroups) if expect is None else expect
         wait_for(
             lambda: len(self.records("watching target")) == wanted,
