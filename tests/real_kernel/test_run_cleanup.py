@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from oomhero.targets.launched import LEFTOVER_AGE
+from oomhero.targets.run_group import LEFTOVER_AGE
 from tests.real_kernel.kit import oomhero, read_jsonl, wait_for
 
 pytestmark = pytest.mark.guest_v2
