@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import logging
 import os
 import queue
@@ -43,6 +44,7 @@ MAX_CONNECTIONS = 64
 # Seconds from accept to the last byte of the answer; a scrape or a probe takes milliseconds.
 REQUEST_DEADLINE = 5.0
 MAX_HEAD = 8192  # bytes of request line and headers; more is answered 431
+ACCEPT_PAUSE = 0.1  # seconds without accepting after accept() fails (out of descriptors)
 # /healthz says "stalled" when the loop has not turned for this many of its longest waits (the
 # polling ceiling, or the rescan interval if longer: the loop turns at least that often).
 STALL_TURNS = 5
@@ -132,6 +134,7 @@ class Endpoint:
         self._to_render: queue.SimpleQueue[_Connection | None] = queue.SimpleQueue()
         self._rendered: collections.deque[tuple[_Connection, bytes | None]] = collections.deque()
         self._stopping = False
+        self._accept_again_at: float | None = None  # accepting paused: out of descriptors
         self._threads = [
             threading.Thread(target=self._serve, name="oomhero-http", daemon=True),
             threading.Thread(target=self._render_forever, name="oomhero-metrics", daemon=True),
@@ -143,8 +146,14 @@ class Endpoint:
     def _serve(self) -> None:
         while not self._stopping:
             now = time.monotonic()
-            earliest = min((c.deadline for c in self.connections.values()), default=now + 1)
-            events = self.selector.select(max(0.0, min(earliest - now, 1.0)))
+            if self._accept_again_at is not None and now >= self._accept_again_at:
+                self._accept_again_at = None
+                self.selector.register(self.listener, selectors.EVENT_READ)
+            earliest = min(
+                [c.deadline for c in self.connections.values()]
+                + [self._accept_again_at or now + 1, now + 1]
+            )
+            events = self.selector.select(max(0.0, earliest - now))
             # Requests first, new connections last: a connection that has sent its request is
             # answered before a newcomer could take its place.
             events.sort(key=lambda event: event[0].fileobj is self.listener)
@@ -187,8 +196,16 @@ class Endpoint:
                 sock, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # e.g. EMFILE: the next turn tries again
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE) and self.connections:
+                    # Out of descriptors, some of them ours: the oldest makes room.
+                    self._close(self._oldest(), "out of descriptors: room for a newer one")
+                    continue
+                # The connection waits in the queue and the listener stays readable: a pause,
+                # not a busy loop, before the next try.
                 log.event(logging.DEBUG, "metrics server: accept failed", why=exc.strerror)
+                self.selector.unregister(self.listener)
+                self._accept_again_at = time.monotonic() + ACCEPT_PAUSE
                 return
             sock.setblocking(False)
             if len(self.connections) >= MAX_CONNECTIONS:

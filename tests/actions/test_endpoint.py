@@ -8,8 +8,10 @@ import json
 import re
 import socket
 import subprocess
+import sys
 import time
 
+import psutil
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
@@ -185,3 +187,42 @@ def test_the_metrics_address_and_port_given_are_the_ones_used():
     assert (outputs.metrics_port, outputs.metrics_address) == (9100, "::1")
     outputs = parse_outputs(build_parser().parse_args(["sidecar"]), {"METRICS_PORT": "9090"})
     assert (outputs.metrics_port, outputs.metrics_address) == (9090, "0.0.0.0")
+
+
+# A server in a process with few descriptors: port on stdout, then serves until killed.
+FEW_DESCRIPTORS = """
+import resource, sys, time
+from prometheus_client import CollectorRegistry
+from oomhero.actions.endpoint import Liveness, serve
+resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[1])))
+endpoint = serve(CollectorRegistry(), Liveness(lambda: True, 60), "127.0.0.1", 0)
+print(endpoint.port, flush=True)
+time.sleep(600)
+"""
+
+
+def test_out_of_descriptors_idle_sockets_make_room_and_nothing_spins():
+    """40 descriptors, 100 idle sockets: accept fails (EMFILE) until the oldest makes room."""
+    server = subprocess.Popen(
+        [sys.executable, "-c", FEW_DESCRIPTORS, "40"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    sockets = []
+    try:
+        port = int(server.stdout.readline())
+        base = f"http://127.0.0.1:{port}"
+        sockets = [socket.create_connection(("127.0.0.1", port)) for _ in range(100)]
+        answers = [probe(base) for _ in range(10)]
+        cpu_before = sum(psutil.Process(server.pid).cpu_times()[:2])
+        time.sleep(1.0)  # what is measured is the CPU the server burns meanwhile, not timing
+        burnt = sum(psutil.Process(server.pid).cpu_times()[:2]) - cpu_before
+    finally:
+        for sock in sockets:
+            sock.close()
+        server.kill()
+        server.wait()
+        server.stdout.close()
+    assert answers == [200] * 10
+    assert burnt < 0.5, f"the server spun: {burnt:.2f} s of CPU in 1 s"
