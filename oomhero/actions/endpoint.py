@@ -8,6 +8,7 @@ no reset destroys the answer):
 - it holds at most MAX_CONNECTIONS; one more arriving closes the oldest already answered, else
   the oldest still sending its request (an idle one, by then: a probe sends its request as it
   connects and is answered in the same turn), so idle sockets never take the next probe's place;
+  out of descriptors (EMFILE), the oldest makes room the same way;
 - each connection gets REQUEST_DEADLINE seconds from accept to its close, and a request head of
   MAX_HEAD bytes;
 - ``/metrics`` is rendered on a second thread (thousands of series take a while), once for
