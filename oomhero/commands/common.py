@@ -57,10 +57,11 @@ def check_overridden(
     flags: tuple[Flag, ...],
     use_env: bool,
     parse: Callable[[str, Setting], object],
+    environ: Mapping[str, str] = os.environ,
 ) -> None:
     """An env var that a flag overrides is unused, but a bad value is still an error: it is a
     broken deployment, waiting for the day the flag goes."""
-    for key, (setting, flag) in overridden(args, flags, use_env).items():
+    for key, (setting, flag) in overridden(args, flags, use_env, environ).items():
         try:
             parse(key, setting)
         except ConfigError as exc:
@@ -150,7 +151,9 @@ _NEEDS = {"metrics_address": "metrics_port"} | {
 
 
 def parse_outputs(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> Outputs:
-    check_overridden(args, OUTPUT_FLAGS, True, lambda key, s: _OUTPUT_PARSERS[key](s.name, s.raw))
+    check_overridden(
+        args, OUTPUT_FLAGS, True, lambda key, s: _OUTPUT_PARSERS[key](s.name, s.raw), environ
+    )
     raw = given(args, OUTPUT_FLAGS, use_env=True, environ=environ)
     values = {key: _OUTPUT_PARSERS[key](s.name, s.raw) for key, s in raw.items()}
     for key, needed in _NEEDS.items():

@@ -10,6 +10,8 @@ import time
 import pytest
 
 from oomhero.actions.webhook import BODY_VERSION, Webhook
+from oomhero.cli import build_parser
+from oomhero.commands.common import parse_outputs
 from oomhero.config import read_token_file
 from tests.helpers import wait_until
 from tests.hostile_network import RawServer, Recorder, reset, trickle, trickle_tls
@@ -120,3 +122,25 @@ def test_headers_a_rotated_token_file_and_the_body_version_reach_the_receiver(tm
     assert first["headers"]["Content-Type"] == "application/json"
     assert first["headers"]["User-Agent"].startswith("oomhero/")
     assert json.loads(first["body"]) == {"version": 1, "target": "/app"}
+
+
+def test_headers_and_the_token_come_from_flags_or_env_and_are_never_shown():
+    def outputs(argv: list[str], environ: dict[str, str]):
+        return parse_outputs(build_parser().parse_args(["watch", "x", *argv]), environ)
+
+    given = outputs(
+        ["--webhook", "http://h/", "--webhook-header", "X-A: 1", "--webhook-header", "X-B: a b"],
+        {},
+    )
+    assert given.webhook_headers == (("X-A", "1"), ("X-B", "a b"))
+    from_env = outputs(
+        [],
+        {
+            "OOMHERO_WEBHOOK": "https://h:8443/x",
+            "OOMHERO_WEBHOOK_HEADERS": "X-A: 1\nX-B: 2",
+            "OOMHERO_WEBHOOK_TOKEN": " s3cr3t.token= \n",
+        },
+    )
+    assert from_env.webhook_headers == (("X-A", "1"), ("X-B", "2"))
+    assert from_env.webhook_token == "s3cr3t.token="
+    assert "s3cr3t" not in repr(from_env) and "X-A" not in repr(from_env)
