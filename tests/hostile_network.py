@@ -225,3 +225,9 @@ def stall_a_watching_loop(cgroup, sources: tuple[str, ...], port: int) -> dict[s
             close()
         stall.close()
     return seen
+
+
+def garbage(connection: socket.socket, stopping: threading.Event) -> None:
+    """Reads the request and answers a 60 KiB status line of garbage, on one line."""
+    read_request(connection)
+    connection.sendall(b"HTTP/1.1 2" + b"\x1b[31m<script>" * 4000 + b"\r\n\r\n")

@@ -45,6 +45,7 @@ QUEUE_SIZE = 256
 BACKOFF = 0.5  # seconds before the first retry, doubled for each next one
 BODY_VERSION = 1
 MAX_ANSWER = 64 * 1024  # bytes of an answer read (and dropped); the rest is not waited for
+MAX_WHY = 200  # characters of an error's text in the log line
 # Statuses worth another attempt: the endpoint is overloaded or failing for now.
 RETRIED = {408, 429} | set(range(500, 600))
 
@@ -177,7 +178,8 @@ def _post(request: urllib.request.Request, timeout: float) -> tuple[int | None, 
         if attempt.over():
             return None, f"no complete answer within {timeout:g}s", True
         why = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        return None, str(why) or type(why).__name__, True
+        # Bounded: http.client quotes what the server sent (a status line of up to 64 KiB).
+        return None, (str(why) or type(why).__name__)[:MAX_WHY], True
     finally:
         attempt.end()
 

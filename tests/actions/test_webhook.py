@@ -14,7 +14,7 @@ from oomhero.cli import build_parser
 from oomhero.commands.common import parse_outputs
 from oomhero.config import read_token_file
 from tests.helpers import wait_until
-from tests.hostile_network import RawServer, Recorder, reset, trickle, trickle_tls
+from tests.hostile_network import RawServer, Recorder, garbage, reset, trickle, trickle_tls
 
 
 def records(json_log) -> list[dict]:
@@ -76,6 +76,13 @@ def test_a_resetting_server_is_retried_then_given_up_with_one_line(json_log):
     (failure,) = [r for r in records(json_log) if r["msg"] == "webhook delivery failed"]
     assert failure["attempts"] == 3 and failure["status"] is None
     assert "reset" in failure["why"].lower() or "closed" in failure["why"].lower(), failure
+
+
+def test_a_garbage_answer_is_a_bounded_line_in_the_log(json_log):
+    server = RawServer(garbage)
+    deliver_once(f"http://127.0.0.1:{server.port}/hook", server, timeout=2, retries=0)
+    (failure,) = [r for r in records(json_log) if r["msg"] == "webhook delivery failed"]
+    assert failure["attempts"] == 1 and len(failure["why"]) <= 200
 
 
 @pytest.mark.parametrize(("status", "attempts"), [(400, 1), (404, 1), (429, 2), (503, 2)])
