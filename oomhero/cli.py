@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import traceback
+from typing import NoReturn
 
 from oomhero import __version__, log
 from oomhero.commands import bloat, demo, doctor, node, run, sidecar, status, top, watch
@@ -68,12 +69,23 @@ def add_flags(
             )
         else:
             groups[flag.group].add_argument(
-                flag.flag, dest=flag.key, metavar=flag.metavar, help=text
+                flag.flag,
+                dest=flag.key,
+                metavar=flag.metavar,
+                help=text,
+                action="append" if flag.repeat else "store",
             )
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line, as every other error is (the usage is one --help away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="oomhero",
         description=DESCRIPTION,
         epilog=EPILOG,

@@ -1,25 +1,18 @@
-"""Prometheus metrics and readiness, served on ``--metrics-port`` (off unless set).
+"""Prometheus metrics, served on ``--metrics-port`` (off unless set; the server: endpoint.py).
 
-A listener on the engine keeps the series up to date from the loop's thread; a small HTTP
-server in a daemon thread answers ``/metrics`` and ``/healthz`` (200 once the first scan is
-done, 503 before). It never holds more than MAX_CONNECTIONS connections (and threads), and
-each gets REQUEST_DEADLINE seconds in all: idle or trickling clients cannot pile up threads or
-starve the loop. Labels name the container — cgroup path; the pod's namespace, name and UID
-from the sidecar's downward API env, the pod UID and container id where the cgroup path shows
-them (kubelet's cgroupfs and systemd layouts) — never a PID, so the number of series stays
-bounded by the number of containers, and a container's series go when it does.
+A listener on the engine keeps the series up to date from the loop's thread. Labels name the
+container — cgroup path; the pod's namespace, name and UID from the sidecar's downward API env,
+the pod UID and container id where the cgroup path shows them (kubelet's cgroupfs and systemd
+layouts) — never a PID, so the number of series stays bounded by the number of containers, and
+a container's series go when it does.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import re
-import socket
-import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import prometheus_client
 from prometheus_client import (
@@ -28,9 +21,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     ProcessCollector,
-    generate_latest,
 )
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from oomhero import __version__
 from oomhero.actions.listener import Listener
@@ -53,10 +44,6 @@ _CONTAINER_RE = re.compile(r"(?:^|[-/])([0-9a-f]{64})(?:\.scope)?$")
 LABELS = ("namespace", "pod", "pod_uid", "container_id", "cgroup")
 # memory.pressure's avg10 moves over 10 s: read at most this often per target, not per sample.
 PSI_EVERY = 2.0
-# Connections served at once; one more is closed at accept (a scraper retries next interval).
-MAX_CONNECTIONS = 8
-# Seconds from accept to the last byte of the answer; a scrape takes milliseconds.
-REQUEST_DEADLINE = 5.0
 
 
 @dataclass(frozen=True)
@@ -211,92 +198,3 @@ class Metrics(Listener):
         for metric, labels in self._made.pop(target.key, ()):
             with contextlib.suppress(KeyError):
                 metric.remove(*labels)
-
-
-class _DeadlineReader(io.RawIOBase):
-    """A socket's reads, each bounded by what is left of one deadline: a client that trickles a
-    byte at a time cannot stretch a request past it (a plain socket timeout restarts per recv)."""
-
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
-        self.sock, self.deadline = sock, deadline
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        self.sock.settimeout(_left(self.deadline))
-        return self.sock.recv_into(buffer)
-
-
-def _left(deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError("past the request deadline")
-    return left
-
-
-class _BoundedServer(ThreadingHTTPServer):
-    """A thread per connection, at most MAX_CONNECTIONS of them."""
-
-    daemon_threads = True
-    block_on_close = False
-    # A deep accept queue: waiting connections cost no thread, and a flood beyond the free
-    # slots is accepted and closed at once instead of lingering in the kernel's retries.
-    request_queue_size = 1024
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        super().__init__(address, handler)
-        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-
-    def process_request(self, request, client_address) -> None:
-        if not self.slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.slots.release()  # no thread started: it will not release the slot
-            raise
-
-    def process_request_thread(self, request, client_address) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.slots.release()
-
-
-def serve(metrics: Metrics, ready, address: str, port: int) -> ThreadingHTTPServer:
-    """Serve /metrics and /healthz in a daemon thread; ``ready()``: is the first scan done?"""
-
-    class Handler(BaseHTTPRequestHandler):
-        def setup(self) -> None:
-            super().setup()
-            deadline = time.monotonic() + REQUEST_DEADLINE
-            self.rfile.close()  # the socket's plain reader: replaced by one with the deadline
-            self.rfile = io.BufferedReader(_DeadlineReader(self.connection, deadline))
-            self.deadline = deadline
-
-        def do_GET(self) -> None:
-            if self.path == "/metrics":
-                body, code, kind = generate_latest(metrics.registry), 200, CONTENT_TYPE_LATEST
-            elif self.path == "/healthz":
-                ok = ready()
-                body = b"ok\n" if ok else b"starting: first scan not done\n"
-                code, kind = (200 if ok else 503), "text/plain"
-            else:
-                body, code, kind = b"not found: try /metrics or /healthz\n", 404, "text/plain"
-            # A client that does not read its answer is cut off at the deadline too.
-            self.connection.settimeout(_left(self.deadline))
-            self.send_response(code)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass  # scrapes are not news
-
-    server = _BoundedServer((address, port), Handler)
-    threading.Thread(target=server.serve_forever, name="oomhero-metrics", daemon=True).start()
-    return server

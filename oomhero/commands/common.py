@@ -8,21 +8,35 @@ import os
 import re
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 
 from oomhero import log
 from oomhero.config import (
     ConfigError,
+    Setting,
     WatchSettings,
     build_watch_settings,
     parse_address,
     parse_choice,
     parse_count,
     parse_duration,
+    parse_headers,
     parse_port,
+    parse_token,
     parse_url,
+    parse_watch_value,
+    read_token_file,
 )
-from oomhero.config.table import LOG_FLAGS, OUTPUT_FLAGS, POD_ENV, WATCH_FLAGS, given
+from oomhero.config.table import (
+    LOG_FLAGS,
+    OUTPUT_FLAGS,
+    POD_ENV,
+    WATCH_FLAGS,
+    WEBHOOK_TOKEN_ENV,
+    Flag,
+    given,
+    overridden,
+)
 from oomhero.engine import Engine
 from oomhero.kernel.cgroup import CgroupDir, CgroupError
 from oomhero.targets import Scanner
@@ -31,9 +45,27 @@ from oomhero.targets.node import CONTAINER_ENV
 
 
 def gather_settings(args: argparse.Namespace, use_env: bool) -> WatchSettings:
-    """Flags first, then (if allowed) env vars; every present value is validated."""
+    """Flags first, then (if allowed) env vars; every present value is validated, an env var
+    that a flag overrides too."""
+    check_overridden(args, WATCH_FLAGS, use_env, parse_watch_value)
     raw = given(args, WATCH_FLAGS, use_env)
     return build_watch_settings(raw, getattr(args, "watch_defaults", WatchSettings()))
+
+
+def check_overridden(
+    args: argparse.Namespace,
+    flags: tuple[Flag, ...],
+    use_env: bool,
+    parse: Callable[[str, Setting], object],
+    environ: Mapping[str, str] = os.environ,
+) -> None:
+    """An env var that a flag overrides is unused, but a bad value is still an error: it is a
+    broken deployment, waiting for the day the flag goes."""
+    for key, (setting, flag) in overridden(args, flags, use_env, environ).items():
+        try:
+            parse(key, setting)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} ({flag.flag} overrides it, but fix or remove it)") from None
 
 
 # The modes that run in a pod. They log to stdout: log agents (GKE's, among others) mark every
@@ -42,13 +74,21 @@ def gather_settings(args: argparse.Namespace, use_env: bool) -> WatchSettings:
 CONTAINER_MODES = ("sidecar", "node")
 
 
+LOG_CHOICES = {"log_format": ("text", "json"), "log_level": ("info", "debug")}
+
+
 def setup_logging(args: argparse.Namespace, use_env: bool) -> None:
     """--log-format / --log-level, else their env vars (where allowed), else text / info."""
+
+    def parse(key: str, setting: Setting) -> str:
+        return parse_choice(setting.name, setting.raw, LOG_CHOICES[key])
+
+    check_overridden(args, LOG_FLAGS, use_env, parse)
     raw = given(args, LOG_FLAGS, use_env)
-    chosen = {}
-    for key, choices in (("log_format", ("text", "json")), ("log_level", ("info", "debug"))):
-        setting = raw.get(key)
-        chosen[key] = parse_choice(setting.name, setting.raw, choices) if setting else choices[0]
+    chosen = {
+        key: parse(key, raw[key]) if key in raw else choices[0]
+        for key, choices in LOG_CHOICES.items()
+    }
     stream = sys.stdout if args.command in CONTAINER_MODES else sys.stderr
     log.setup(chosen["log_format"], stream, debug=chosen["log_level"] == "debug")
 
@@ -82,7 +122,10 @@ class Outputs:
     webhook: str | None = None
     webhook_timeout: float = 2.0
     webhook_retries: int = 3
-    pod: tuple[str, str, str] = ("", "", "")  # sidecar: its pod's namespace, name and UID
+    webhook_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    webhook_token: str | None = field(default=None, repr=False)
+    webhook_token_file: str | None = None
+    pod: tuple[str, ...] = ("", "", "")  # sidecar: its pod's namespace, name and UID
 
 
 def default_metrics_address(command: str) -> str:
@@ -91,32 +134,61 @@ def default_metrics_address(command: str) -> str:
     return "0.0.0.0" if command in CONTAINER_MODES else "127.0.0.1"
 
 
-def parse_outputs(args: argparse.Namespace) -> Outputs:
-    raw = {key: (s.name, s.raw) for key, s in given(args, OUTPUT_FLAGS, use_env=True).items()}
-    outputs = Outputs(metrics_address=default_metrics_address(args.command))
-    if args.command == "sidecar":  # a node agent's targets are in other pods than its own
-        pod = tuple(parse_pod_field(name, os.environ.get(name, "")) for name in POD_ENV)
-        outputs = replace(outputs, pod=pod)
-    if "metrics_port" in raw:
-        outputs = replace(outputs, metrics_port=parse_port(*raw["metrics_port"]))
-        if "metrics_address" in raw:
-            outputs = replace(outputs, metrics_address=parse_address(*raw["metrics_address"]))
-    elif "metrics_address" in raw:
-        raise ConfigError(f"{raw['metrics_address'][0]} needs a metrics port (--metrics-port)")
-    if "webhook" in raw:
-        timeout = raw.get("webhook_timeout", ("--webhook-timeout", "2s"))
-        retries = raw.get("webhook_retries", ("--webhook-retries", "3"))
-        outputs = replace(
-            outputs,
-            webhook=parse_url(*raw["webhook"]),
-            webhook_timeout=parse_duration(*timeout, 0.1, 60),
-            webhook_retries=parse_count(*retries, most=10),
+# Each output setting's parser; a setting that needs another (the webhook's need --webhook) is
+# refused without it.
+_OUTPUT_PARSERS: dict[str, Callable[[str, str], object]] = {
+    "metrics_port": parse_port,
+    "metrics_address": parse_address,
+    "webhook": parse_url,
+    "webhook_timeout": lambda n, r: parse_duration(n, r, 0.1, 60),
+    "webhook_retries": lambda n, r: parse_count(n, r, most=10),
+    "webhook_header": parse_headers,
+    "webhook_token_file": read_token_file,  # read now: a missing Secret fails the start
+}
+_NEEDS = {"metrics_address": "metrics_port"} | {
+    key: "webhook" for key in _OUTPUT_PARSERS if key.startswith("webhook_")
+}
+
+
+def parse_outputs(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> Outputs:
+    check_overridden(
+        args, OUTPUT_FLAGS, True, lambda key, s: _OUTPUT_PARSERS[key](s.name, s.raw), environ
+    )
+    raw = given(args, OUTPUT_FLAGS, use_env=True, environ=environ)
+    values = {key: _OUTPUT_PARSERS[key](s.name, s.raw) for key, s in raw.items()}
+    for key, needed in _NEEDS.items():
+        if key in raw and needed not in raw:
+            flag = next(f for f in OUTPUT_FLAGS if f.key == needed)
+            raise ConfigError(f"{raw[key].name} needs {flag.flag} ({flag.env})")
+    token = environ.get(WEBHOOK_TOKEN_ENV)
+    if token is not None:
+        if "webhook" not in raw:
+            raise ConfigError(f"{WEBHOOK_TOKEN_ENV} needs --webhook (OOMHERO_WEBHOOK)")
+        if "webhook_token_file" in raw:
+            raise ConfigError(
+                f"{WEBHOOK_TOKEN_ENV} and {raw['webhook_token_file'].name} both give the "
+                "webhook's token: keep one"
+            )
+        token = parse_token(WEBHOOK_TOKEN_ENV, token)
+    headers = values.pop("webhook_header", ())
+    if (token is not None or "webhook_token_file" in raw) and any(
+        name.lower() == "authorization" for name, _ in headers
+    ):
+        raise ConfigError(
+            f"{raw['webhook_header'].name} gives an Authorization header, and a token gives "
+            "another: keep one"
         )
-    else:
-        for key in ("webhook_timeout", "webhook_retries"):
-            if key in raw:
-                raise ConfigError(f"{raw[key][0]} needs a webhook URL (--webhook)")
-    return outputs
+    pod = ("", "", "")
+    if args.command == "sidecar":  # a node agent's targets are in other pods than its own
+        pod = tuple(parse_pod_field(name, environ.get(name, "")) for name in POD_ENV)
+    values.pop("webhook_token_file", None)  # the path is kept, the token read at each delivery
+    return Outputs(
+        **{"metrics_address": default_metrics_address(args.command), **values},
+        pod=pod,
+        webhook_headers=headers,
+        webhook_token=token,
+        webhook_token_file=raw["webhook_token_file"].raw if "webhook_token_file" in raw else None,
+    )
 
 
 _POD_FIELD = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
@@ -137,18 +209,22 @@ def start_outputs(outputs: Outputs, engine: Engine) -> list[Callable[[], None]]:
     """Attach metrics and webhook to the engine; returns what needs closing."""
     closers = []
     if outputs.metrics_port is not None:
-        # Imported when asked for: prometheus_client and http.server are a good part of the
-        # start-up of every oomhero, seconds under emulation.
+        # Imported when asked for: prometheus_client is a good part of the start-up of every
+        # oomhero, seconds under emulation.
+        from oomhero.actions.endpoint import Liveness, serve, stalled_after
         from oomhero.actions.metrics import Metrics, PodIdentity
-        from oomhero.actions.metrics import serve as serve_metrics
 
         address, port = outputs.metrics_address, outputs.metrics_port
         metrics = Metrics(PodIdentity(*outputs.pod))
+        liveness = Liveness(
+            lambda: engine.watchlist.scanned_once,
+            stalled_after(engine.settings.poll_ceiling, engine.rescan_interval),
+        )
         try:
-            server = serve_metrics(metrics, lambda: engine.watchlist.scanned_once, address, port)
+            server = serve(metrics.registry, liveness, address, port)
         except OSError as exc:
             raise ConfigError(f"cannot serve metrics on {address}:{port}: {exc.strerror}") from None
-        engine.listeners.append(metrics)
+        engine.listeners.extend((metrics, liveness))
         closers.append(server.shutdown)
         log.event(
             logging.INFO, "serving metrics", address=address, port=port, paths="/metrics /healthz"
@@ -156,10 +232,27 @@ def start_outputs(outputs: Outputs, engine: Engine) -> list[Callable[[], None]]:
     if outputs.webhook is not None:
         from oomhero.actions.webhook import Webhook
 
-        webhook = Webhook(outputs.webhook, outputs.webhook_timeout, outputs.webhook_retries)
+        webhook = Webhook(
+            outputs.webhook,
+            outputs.webhook_timeout,
+            outputs.webhook_retries,
+            outputs.webhook_headers,
+            _authorization(outputs),
+        )
         engine.listeners.append(webhook)
         closers.append(webhook.close)
     return closers
+
+
+def _authorization(outputs: Outputs) -> Callable[[], str] | None:
+    """The webhook's Authorization value at each delivery: the file is read every time, so a
+    rotated Secret is picked up without a restart."""
+    if outputs.webhook_token is not None:
+        return lambda: f"Bearer {outputs.webhook_token}"
+    path = outputs.webhook_token_file
+    if path is not None:
+        return lambda: f"Bearer {read_token_file('--webhook-token-file', path)}"
+    return None
 
 
 def say_cautions(settings: WatchSettings) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import subprocess
 import sys
 
 from oomhero import log
@@ -42,27 +44,37 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(args, use_env=True)
     try:
         placement = launched.start(command, limit)
-    except FileNotFoundError:
-        print(f"oomhero: error: command not found: {command[0]}", file=sys.stderr)
-        return 127
+    except OSError as exc:
+        # As a shell says it: 127 when there is no such command, 126 when it cannot run.
+        name = command[0] if command[0].isprintable() and command[0] else repr(command[0])
+        if exc.errno == errno.ENOENT or not command[0]:
+            print(f"oomhero: error: command not found: {name}", file=sys.stderr)
+            return 127
+        print(f"oomhero: error: cannot run {name}: {exc.strerror or exc}", file=sys.stderr)
+        return 126
+    except subprocess.SubprocessError as exc:  # the child could not join the group
+        print(f"oomhero: error: cannot start the command in its group: {exc}", file=sys.stderr)
+        return 126
     pid = placement.process.pid
-    if placement.enforced:
-        log.event(logging.INFO, "running under a cgroup v2 limit", pid=pid, how=placement.why)
-    else:
-        log.event(
-            logging.WARNING,
-            "SOFT LIMIT: watching the process tree's RSS, the kernel does not enforce it",
-            pid=pid,
-            why=placement.why,
-        )
-    engine = Engine(placement.scanner, settings)
     closers = []
     try:
-        closers = start_outputs(outputs, engine)
-        say_cautions(settings)
-        engine.run(until=lambda: placement.process.poll() is not None)
+        if placement.enforced:
+            log.event(logging.INFO, "running under a cgroup v2 limit", pid=pid, how=placement.why)
+        else:
+            log.event(
+                logging.WARNING,
+                "SOFT LIMIT: watching the process tree's RSS, the kernel does not enforce it",
+                pid=pid,
+                why=placement.why,
+            )
+        engine = Engine(placement.scanner, settings)
+        try:
+            closers = start_outputs(outputs, engine)
+            say_cautions(settings)
+            engine.run(until=lambda: placement.process.poll() is not None)
+        finally:
+            engine.close()
     finally:
-        engine.close()
         for close in closers:
             close()
         code = placement.finish()  # oomhero was told to stop: passed on to the command

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from oomhero.commands.common import gather_settings, resolve_targets, run_engine
+from oomhero.commands.common import (
+    gather_settings,
+    parse_outputs,
+    resolve_targets,
+    run_engine,
+)
 from oomhero.targets.cgroups import CgroupScanner
 
 HELP = "watch chosen cgroups or PIDs (host view)"
@@ -21,5 +26,6 @@ FLAGS = ("watch", "output")
 
 def run(args: argparse.Namespace) -> int:
     gather_settings(args, use_env=True)  # bad settings are reported before bad targets
+    parse_outputs(args)
     cgroups = resolve_targets(args.targets)
     return run_engine(args, lambda: CgroupScanner(cgroups))

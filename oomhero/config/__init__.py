@@ -8,6 +8,7 @@ from oomhero.config.settings import (
     Setting,
     WatchSettings,
     build_watch_settings,
+    parse_watch_value,
 )
 from oomhero.config.values import (
     DEFAULT_SOURCES,
@@ -19,6 +20,7 @@ from oomhero.config.values import (
     parse_choice,
     parse_count,
     parse_duration,
+    parse_headers,
     parse_percent,
     parse_port,
     parse_psi_condition,
@@ -27,7 +29,9 @@ from oomhero.config.values import (
     parse_signal,
     parse_size,
     parse_sources,
+    parse_token,
     parse_url,
+    read_token_file,
 )
 from oomhero.policy import PsiCondition
 
@@ -47,6 +51,7 @@ __all__ = [
     "parse_choice",
     "parse_count",
     "parse_duration",
+    "parse_headers",
     "parse_percent",
     "parse_port",
     "parse_psi_condition",
@@ -55,5 +60,8 @@ __all__ = [
     "parse_signal",
     "parse_size",
     "parse_sources",
+    "parse_token",
     "parse_url",
+    "parse_watch_value",
+    "read_token_file",
 ]

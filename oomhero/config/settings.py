@@ -101,6 +101,35 @@ METRICS = ("usage", "working-set")
 SIGNAL_TARGETS = ("all", "main")
 
 
+_PARSERS = {
+    "warning": parse_percent,
+    "critical": parse_percent,
+    "cooldown": lambda n, r: parse_duration(n, r, 0.1, 3600, zero=True),
+    "interval": lambda n, r: parse_duration(n, r, 0.01, 600),
+    "poll_floor": lambda n, r: parse_duration(n, r, 0.001, 1),
+    "poll_ceiling": lambda n, r: parse_duration(n, r, 0.01, 60),
+    "poll_burst": parse_rate,
+    "sources": parse_sources,
+    "bpf_signal": parse_bool,
+    "signal_uncaught": parse_bool,
+    "dry_run": parse_bool,
+    "psi": parse_psi_trigger,
+    "warning_psi": parse_psi_condition,
+    "critical_psi": parse_psi_condition,
+    "warning_signal": parse_signal,
+    "critical_signal": parse_signal,
+    "metric": lambda n, r: parse_choice(n, r, METRICS),
+    "signal_target": lambda n, r: parse_choice(n, r, SIGNAL_TARGETS),
+}
+
+
+def parse_watch_value(key: str, setting: Setting) -> object:
+    """One setting's value, alone (the checks across settings are build_watch_settings')."""
+    if key == "hysteresis":
+        return _parse_hysteresis(setting)
+    return _PARSERS[key](setting.name, setting.raw)
+
+
 def build_watch_settings(
     settings: dict[str, Setting], defaults: WatchSettings | None = None
 ) -> WatchSettings:
@@ -109,32 +138,7 @@ def build_watch_settings(
     Keys: the fields of WatchSettings.
     """
     defaults = defaults or WatchSettings()
-    values: dict[str, object] = {}
-    parsers = {
-        "warning": parse_percent,
-        "critical": parse_percent,
-        "cooldown": lambda n, r: parse_duration(n, r, 0.1, 3600, zero=True),
-        "interval": lambda n, r: parse_duration(n, r, 0.01, 600),
-        "poll_floor": lambda n, r: parse_duration(n, r, 0.001, 1),
-        "poll_ceiling": lambda n, r: parse_duration(n, r, 0.01, 60),
-        "poll_burst": parse_rate,
-        "sources": parse_sources,
-        "bpf_signal": parse_bool,
-        "signal_uncaught": parse_bool,
-        "dry_run": parse_bool,
-        "psi": parse_psi_trigger,
-        "warning_psi": parse_psi_condition,
-        "critical_psi": parse_psi_condition,
-        "warning_signal": parse_signal,
-        "critical_signal": parse_signal,
-        "metric": lambda n, r: parse_choice(n, r, METRICS),
-        "signal_target": lambda n, r: parse_choice(n, r, SIGNAL_TARGETS),
-    }
-    for key, setting in settings.items():
-        if key == "hysteresis":
-            values[key] = _parse_hysteresis(setting)
-        else:
-            values[key] = parsers[key](setting.name, setting.raw)
+    values = {key: parse_watch_value(key, setting) for key, setting in settings.items()}
     result = WatchSettings(**{**defaults.__dict__, **values})
 
     def label(key: str) -> str:

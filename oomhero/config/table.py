@@ -25,17 +25,25 @@ class Flag:
     help: str  # may name defaults as {warning:g}, filled from the command's defaults
     group: str
     const: str | None = None  # a switch: sets this value when given
+    repeat: bool = False  # may be given more than once: the values are lines of one setting
 
     def given(self, args: argparse.Namespace, use_env: bool, environ: Mapping[str, str]):
         value = getattr(args, self.key, None)
         if value is not None:
-            return Setting(self.flag, value)
+            return Setting(self.flag, "\n".join(value) if self.repeat else value)
         if use_env and self.env in environ:
             return Setting(self.env, environ[self.env])
         return None
 
+    def overridden(self, args: argparse.Namespace, use_env: bool, environ: Mapping[str, str]):
+        """The env var's setting when the flag is given too: unused, but still checked (a
+        broken value in a deployment is broken, whatever overrides it today)."""
+        if use_env and getattr(args, self.key, None) is not None and self.env in environ:
+            return Setting(self.env, environ[self.env])
+        return None
 
-def _f(key: str, metavar: str | None, help: str, group: str = THRESHOLDS, **kw: str) -> Flag:
+
+def _f(key: str, metavar: str | None, help: str, group: str = THRESHOLDS, **kw) -> Flag:
     env = kw.pop("env", "OOMHERO_" + key.upper())
     return Flag(key, "--" + key.replace("_", "-"), env, metavar, help, group, **kw)
 
@@ -96,17 +104,28 @@ LOG_FLAGS = (
 )  # fmt: skip
 
 OUTPUT_FLAGS = (
-    _f("metrics_port", "PORT", "serve Prometheus /metrics and readiness /healthz on this port "
-       "(default: off)", OUTPUTS, env="METRICS_PORT"),
+    _f("metrics_port", "PORT", "serve Prometheus /metrics and /healthz (200 while the loop "
+       "turns; 503 before the first scan or when it has stalled) on this port (default: off)",
+       OUTPUTS, env="METRICS_PORT"),
     _f("metrics_address", "ADDR", "the IP address to serve them on (default: 0.0.0.0 in sidecar "
-       "and node mode, scraped from outside the pod; 127.0.0.1 for commands run by hand)",
-       OUTPUTS),
-    _f("webhook", "URL", "POST a JSON body (target, level, usage, limit, time) for every "
-       "crossing, beside the signals", OUTPUTS),
-    _f("webhook_timeout", "DUR", "per attempt (default 2s)", OUTPUTS),
-    _f("webhook_retries", "N",
-       "retries after a failed attempt, with backoff 0.5s, 1s, 2s… (default 3)", OUTPUTS),
+       "and node mode, scraped from outside the pod, and readable by whoever reaches the pod; "
+       "127.0.0.1 for commands run by hand)", OUTPUTS),
+    _f("webhook", "URL", "POST a JSON body (version, target, level, usage, limit, time; "
+       "README) for every crossing, beside the signals; an http:// or https:// URL, redirects "
+       "not followed (a 3xx is a failed delivery)", OUTPUTS),
+    _f("webhook_timeout", "DUR", "each attempt, from connecting to the last byte of the answer, "
+       "takes at most this long (default 2s)", OUTPUTS),
+    _f("webhook_retries", "N", "retries after a failed attempt (not after a 3xx or a 4xx other "
+       "than 408 and 429), with backoff 0.5s, 1s, 2s… (default 3)", OUTPUTS),
+    _f("webhook_header", "'NAME: VALUE'", "a header sent with every delivery, e.g. 'X-Team: "
+       "payments'; give the flag once per header (env: one per line)", OUTPUTS,
+       env="OOMHERO_WEBHOOK_HEADERS", repeat=True),
+    _f("webhook_token_file", "PATH", "send 'Authorization: Bearer <the file's content>', read "
+       "again at every delivery (a mounted Secret that rotates); or the token itself in env "
+       "OOMHERO_WEBHOOK_TOKEN (no flag: a command line shows in ps)", OUTPUTS),
 )  # fmt: skip
+# The bearer token itself: an env var only (from a Secret), never a flag.
+WEBHOOK_TOKEN_ENV = "OOMHERO_WEBHOOK_TOKEN"
 
 NODE_ROOT_ENV = "OOMHERO_NODE_CGROUP_ROOT"
 # The sidecar's pod, from the downward API (deploy/pod.yaml): labels on every target's series.
@@ -114,7 +133,7 @@ POD_ENV = ("OOMHERO_POD_NAMESPACE", "OOMHERO_POD_NAME", "OOMHERO_POD_UID")
 # Forces one way of attaching the eBPF probe (bpf/README.md); no flag: it is for comparing them.
 BPF_ATTACH_ENV = "OOMHERO_BPF_ATTACH"
 KNOWN_ENV = {f.env for f in (*WATCH_FLAGS, *LOG_FLAGS, *OUTPUT_FLAGS)} | {NODE_ROOT_ENV}
-KNOWN_ENV |= {BPF_ATTACH_ENV, *POD_ENV}
+KNOWN_ENV |= {BPF_ATTACH_ENV, WEBHOOK_TOKEN_ENV, *POD_ENV}
 
 
 def given(
@@ -126,3 +145,14 @@ def given(
     """What the user set of ``flags``: flags first, then (if allowed) env vars."""
     found = {flag.key: flag.given(args, use_env, environ) for flag in flags}
     return {key: setting for key, setting in found.items() if setting is not None}
+
+
+def overridden(
+    args: argparse.Namespace,
+    flags: tuple[Flag, ...],
+    use_env: bool,
+    environ: Mapping[str, str] = os.environ,
+) -> dict[str, tuple[Setting, Flag]]:
+    """The env vars of ``flags`` that a flag given beside them overrides, with that flag."""
+    found = {flag.key: (flag.overridden(args, use_env, environ), flag) for flag in flags}
+    return {key: (s, flag) for key, (s, flag) in found.items() if s is not None}

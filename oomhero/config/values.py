@@ -7,8 +7,10 @@ error message can point at the exact setting; nothing is ever silently ignored o
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import signal
+import stat
 import urllib.parse
 from dataclasses import dataclass
 
@@ -124,8 +126,11 @@ HARMFUL_SIGNALS = {
 
 
 def parse_signal(name: str, raw: str) -> signal.Signals:
-    """A signal by name (``SIGUSR1``, ``usr1``) or number (``10``)."""
+    """A signal by name (``SIGUSR1``, ``usr1``) or number (``10``), in ASCII: str.upper() folds
+    other letters into ASCII ones (``ſıgusr1`` becomes ``SIGUSR1``)."""
     try:
+        if not raw.isascii():
+            raise ValueError(raw)
         if re.fullmatch("[0-9]+", raw):
             return signal.Signals(int(raw))
         upper = raw.upper()
@@ -135,7 +140,7 @@ def parse_signal(name: str, raw: str) -> signal.Signals:
 
 
 def parse_bool(name: str, raw: str) -> bool:
-    text = raw.lower()
+    text = raw.lower() if raw.isascii() else raw
     if text in ("1", "true", "yes", "on"):
         return True
     if text in ("0", "false", "no", "off", ""):
@@ -165,11 +170,128 @@ def parse_address(name: str, raw: str) -> str:
         ) from None
 
 
+# A host name's characters (RFC 1123; underscores, which real names have, too); IPv6 in [].
+_HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_.])?")
+
+
 def parse_url(name: str, raw: str) -> str:
-    parsed = urllib.parse.urlparse(raw)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc or raw != raw.strip():
-        raise ConfigError(f"{name}={raw!r} is not an http:// or https:// URL")
+    """An http:// or https:// URL with a host and, if any, a port from 1 to 65535; ASCII only
+    (percent-encoded, the host punycoded), no spaces or control characters, no user:password@
+    (the URL is logged: credentials go in --webhook-token-file or a header)."""
+
+    def refuse(why: str) -> ConfigError:
+        return ConfigError(f"{name}={raw!r} is not a usable webhook URL: {why}")
+
+    if not raw.isascii() or re.search(r"[\x00-\x20\x7f]", raw):
+        raise refuse(
+            "spaces, control and non-ASCII characters must be percent-encoded "
+            "(and a host name punycoded)"
+        )
+    try:
+        parsed = urllib.parse.urlsplit(raw)
+    except ValueError as exc:  # "Invalid IPv6 URL"
+        raise refuse(str(exc)) from None
+    try:
+        port = parsed.port  # ValueError when it is not a number from 0 to 65535
+    except ValueError:
+        raise refuse("the port must be a number from 1 to 65535") from None
+    if parsed.scheme not in ("http", "https"):
+        raise refuse("the scheme must be http:// or https://")
+    host = parsed.hostname
+    if not host:
+        raise refuse("it names no host")
+    if parsed.username is not None or parsed.password is not None:
+        raise refuse(
+            "user:password@ in a URL is logged with it; give the credential in "
+            "--webhook-token-file, OOMHERO_WEBHOOK_TOKEN or --webhook-header instead"
+        )
+    given_port = re.fullmatch(r"(?:\[[^\]]*\]|[^:]*)(?::([0-9]*))?", parsed.netloc)
+    if given_port is None or (given_port.group(1) is not None and not 1 <= (port or 0) <= 65535):
+        raise refuse("the port must be a number from 1 to 65535")
+    if "[" in parsed.netloc:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise refuse(f"[{host}] is not an IPv6 address") from None
+    elif (
+        not _HOST_NAME.fullmatch(host)
+        or len(host) > 253
+        or any(not 0 < len(label) <= 63 for label in host.rstrip(".").split("."))
+    ):
+        raise refuse(f"{host!r} is not a host name or IP address (labels of 1 to 63 characters)")
     return raw
+
+
+# An HTTP field name (RFC 9110 token), and a value of visible ASCII with inner spaces or tabs.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?")
+# Set by oomhero for every delivery (the body is JSON of its own length, to its own host).
+OWN_HEADERS = ("host", "content-type", "content-length", "transfer-encoding", "connection")
+
+
+def parse_headers(name: str, raw: str) -> tuple[tuple[str, str], ...]:
+    """``Name: value`` headers, one per line (a flag given more than once, or an env var of
+    several lines); no header twice, none that oomhero sets itself. A value may be a secret: an
+    error names the header, never its value."""
+    headers: dict[str, tuple[str, str]] = {}
+    for number, line in enumerate(raw.split("\n"), 1):
+        field, colon, value = line.partition(":")
+        value = value.strip(" \t")
+        which = f"{name} (header {number})"
+        if not colon or not _HEADER_NAME.fullmatch(field):
+            raise ConfigError(
+                f"{which} is not 'Name: value' with a name of letters, digits and "
+                "!#$%&'*+.^_`|~- (the value is not shown)"
+            )
+        if not _HEADER_VALUE.fullmatch(value):
+            raise ConfigError(
+                f"{which}: the value of {field} must be printable ASCII, not empty, on one line "
+                "(it is not shown)"
+            )
+        if field.lower() in OWN_HEADERS:
+            raise ConfigError(f"{which}: oomhero sets {field} itself")
+        if field.lower() in headers:
+            raise ConfigError(f"{which}: {field} is given twice")
+        headers[field.lower()] = (field, value)
+    return tuple(headers.values())
+
+
+# RFC 6750's b64token: what a bearer token is made of.
+_BEARER = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+MAX_TOKEN = 16 * 1024
+
+
+def parse_token(name: str, raw: str) -> str:
+    """A bearer token (RFC 6750 characters); surrounding whitespace, as a file written by hand
+    or ``kubectl create secret --from-file`` ends, is not part of it. Never echoed."""
+    token = raw.strip()
+    if not _BEARER.fullmatch(token):
+        raise ConfigError(
+            f"{name} is not a bearer token (RFC 6750: letters, digits, -._~+/ and trailing =; "
+            f"{len(token)} characters here)"
+        )
+    return token
+
+
+def read_token_file(name: str, path: str) -> str:
+    """The bearer token in the file at ``path``: a regular file of at most MAX_TOKEN bytes,
+    opened without blocking (a FIFO there fails, it does not hang)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        raise ConfigError(f"{name}={path!r} cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"{name}={path!r} is not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_TOKEN + 1)
+    if len(data) > MAX_TOKEN:
+        raise ConfigError(f"{name}={path!r} is longer than a token ({MAX_TOKEN} bytes at most)")
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name}={path!r} holds bytes that are not ASCII") from None
+    return parse_token(f"the token in {name}={path!r}", text)
 
 
 def parse_choice(name: str, raw: str, choices: tuple[str, ...]) -> str:

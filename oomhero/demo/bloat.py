@@ -16,12 +16,13 @@ import json
 import mmap
 import os
 import signal
+import stat
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
-from oomhero.config import ConfigError, parse_size
+from oomhero.config import ConfigError, parse_port, parse_size
 from oomhero.kernel.cgroup import CgroupDir, CgroupError
 from oomhero.kernel.locate import open_own
 
@@ -155,8 +156,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--stop-at", help="stop growing once this much is held (default: never)")
     parser.add_argument(
         "--port",
-        type=int,
-        default=8080,
+        default="8080",
         help="/healthz port on 127.0.0.1, 0 for none (default 8080)",
     )
     parser.add_argument("--events", help="also append the JSON event lines to this file")
@@ -168,6 +168,21 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     return parser
 
 
+def open_events(path: str) -> TextIO:
+    """The --events file, appended to: a regular file (created if missing), opened without
+    blocking (a FIFO with no reader would hang the open)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        raise ConfigError(f"--events={path!r} cannot be opened: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"--events={path!r} is not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "a")
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     try:
         rate = parse_size("--rate", args.rate)
@@ -177,17 +192,18 @@ def run_from_args(args: argparse.Namespace) -> int:
             else parse_size("--free-on-warning", args.free_on_warning)
         )
         stop_at = parse_size("--stop-at", args.stop_at) if args.stop_at else None
+        port = 0 if args.port == "0" else parse_port("--port", args.port)
+        events = open_events(args.events) if args.events else None
     except ConfigError as exc:
         print(f"oomhero bloat: error: {exc}", file=sys.stderr)
         return 2
-    events = open(args.events, "a") if args.events else None  # noqa: SIM115 - lives as long as the app
     bloat = Bloat(rate, cache, stop_at, events, args.shed_on_critical)
     signal.signal(signal.SIGUSR1, bloat.on_warning)
     signal.signal(signal.SIGUSR2, bloat.on_critical)
     signal.signal(signal.SIGTERM, bloat.on_term)
-    if args.port:
+    if port:
         try:
-            serve_health(bloat, args.port)
+            serve_health(bloat, port)
         except OSError as exc:
             print(
                 f"oomhero bloat: error: cannot serve /healthz on port {args.port}: {exc.strerror}",

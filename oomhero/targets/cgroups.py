@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import re
 
 import psutil
 
@@ -14,8 +15,9 @@ from oomhero.targets import Found
 
 
 def resolve_cgroup(spec: str) -> CgroupDir:
-    """A CLI target: a PID (its memory cgroup, host view) or a cgroup path."""
-    if spec.isdigit():
+    """A CLI target: a PID in ASCII digits (its memory cgroup, host view) or a cgroup path
+    (str.isdigit() and int() also take "١", Arabic-Indic one, for 1)."""
+    if re.fullmatch("[0-9]+", spec):
         return open_for_pid(int(spec), prefer_root_view=False)
     return open_path(spec, own_mounts())
 

@@ -5,12 +5,15 @@ test_demo.py) only run where the memory controller is bound to cgroup v1, so tha
 back to a soft limit and creates no cgroup."""
 
 import json
+import subprocess
+import sys
 
+import psutil
 import pytest
 
 import oomhero
 from oomhero.commands.common import opt_in_cautions
-from tests.helpers import run_cli, soft_limit_only
+from tests.helpers import REPO, clean_env, run_cli, soft_limit_only, wait_until
 
 SIDECAR_ENV = ("WARNING", "CRITICAL", "COOLDOWN", "WARNING_SIGNAL", "CRITICAL_SIGNAL")
 OOMHERO_ENV = (
@@ -247,3 +250,35 @@ def test_an_engine_says_the_opt_in_variables_in_its_own_env_set_nothing_for_it()
     assert result.returncode == 0, result.stderr
     result = run_cli("doctor", OOMHERO_WARNNG="60")  # doctor reads it: a typo is refused
     assert result.returncode == 2 and "unknown setting OOMHERO_WARNNG" in result.stderr
+
+
+@soft_limit_only
+def test_run_with_a_soft_limit_stops_the_children_it_saw_when_it_stops(tmp_path):
+    """Without a group, the processes seen in the command's tree are what run stops: here a
+    child the command started and left running when it exited."""
+    log = tmp_path / "run.log"
+    argv = [sys.executable, "-m", "oomhero", "run", "--memory", "64M", "--interval", "50ms"]
+    argv += ["--log-format", "json", "--log-level", "debug", "--"]
+    argv += ["sh", "-c", "sleep 1000 & echo $!; read line"]
+    with open(log, "w") as err:
+        run = subprocess.Popen(
+            argv, cwd=REPO, env=clean_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=err, text=True,
+        )  # fmt: skip
+    child = psutil.Process(int(run.stdout.readline()))
+    seen = log.read_text().count('"sampled"')
+    wait_until(lambda: log.read_text().count('"sampled"') > seen + 1, "a sample of the tree")
+    run.stdin.write("exit\n")  # the command exits; its sleep is left running
+    run.stdin.close()
+    assert run.wait(timeout=60) == 0
+    run.stdout.close()
+    stopped = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["processes"] for r in stopped if r["msg"] == "stopped what the command left"] == [1]
+
+    def ended() -> bool:
+        try:
+            return not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_until(ended, "the child's end")

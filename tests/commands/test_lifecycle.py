@@ -19,7 +19,10 @@ from tests.helpers import REPO, SYNTHETIC_CLI, clean_env, run_cli, v2_dir, wait_
             {"METRICS_PORT": "9090", "OOMHERO_METRICS_ADDRESS": "everywhere"},
             ["OOMHERO_METRICS_ADDRESS='everywhere' is not an IP address"],
         ),
-        ({"OOMHERO_WEBHOOK": "ftp://x/y"}, ["OOMHERO_WEBHOOK='ftp://x/y' is not an http"]),
+        (
+            {"OOMHERO_WEBHOOK": "ftp://x/y"},
+            ["OOMHERO_WEBHOOK='ftp://x/y' is not a usable webhook URL"],
+        ),
         (
             {"OOMHERO_WEBHOOK": "http://127.0.0.1:9/x", "OOMHERO_WEBHOOK_RETRIES": "1_0"},
             ["OOMHERO_WEBHOOK_RETRIES='1_0' is not a whole number from 0 to 10"],
