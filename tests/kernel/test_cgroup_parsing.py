@@ -5,14 +5,8 @@ import os
 
 import pytest
 
-from oomhero.kernel.cgroup import (
-    CgroupDir,
-    CgroupError,
-    MemorySample,
-    parse_flat_keyed,
-    parse_limit,
-    parse_pressure,
-)
+from oomhero.kernel.cgroup import CgroupDir, CgroupError, MemorySample
+from oomhero.kernel.cgroup_parse import parse_flat_keyed, parse_limit, parse_pressure
 from oomhero.kernel.locate import (
     Membership,
     Mount,
