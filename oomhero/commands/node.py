@@ -1,4 +1,4 @@
-"""``oomhero node``: one agent per node, every opted-in container under kubepods."""
+"""``oomhero node``: one agent per node, every opted-in container of any runtime."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from oomhero.config.table import NODE_ROOT_ENV
 from oomhero.kernel.cgroup import CGROUP_MOUNT, CgroupError
 from oomhero.targets import node
 
-HELP = "one agent per node: every opted-in container under kubepods"
+HELP = "one agent per node: every opted-in container (Kubernetes, podman, Docker, CRI-O, ...)"
 DESCRIPTION = node.__doc__
 FLAGS = ("watch", "output")
 
@@ -20,8 +20,8 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cgroup-root",
         metavar="PATH",
-        help=f"where the host's cgroup tree is mounted (default {CGROUP_MOUNT}) "
-        f"(env {NODE_ROOT_ENV})",
+        help=f"where the host's cgroup tree is mounted (default {CGROUP_MOUNT}), or a cgroup "
+        f"below it to look only there (env {NODE_ROOT_ENV})",
     )
     parser.add_argument(
         "--all",
