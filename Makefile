@@ -15,7 +15,7 @@ BUILT  := $(STAMP) $(BPF_OBJ)
 # Debian's python3 with system site-packages: the eBPF path needs Debian's python3-bpfcc.
 $(STAMP): pyproject.toml
 	/usr/bin/python3 -m venv --system-site-packages $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'  # dev brings the cli extra (rich)
 	touch $(STAMP)
 
 $(BPF_OBJ): bpf/memcg_threshold.bpf.c bpf/memcg_threshold.h bpf/vmlinux.h bpf/build.py

@@ -290,8 +290,14 @@ def test_build_stage_installs_a_working_oomhero(tmp_path):
     assert "home = /usr/bin\n" in config  # Debian's python3, as distroless has it
     assert "include-system-site-packages = false" in config
     assert os.readlink(venv / "bin" / "python3") == "/usr/bin/python3"
-    # No installer left in the image's venv, and oomhero runs without it.
-    assert not list((venv / "lib").glob("python3*/site-packages/pip"))
+    # No installer left in the image's venv, and oomhero runs without it; nor rich and pygments
+    # (the CLI's extra): the sidecar and the node agent draw no table.
+    for package in ("pip", "rich", "pygments"):
+        assert not list((venv / "lib").glob(f"python3*/site-packages/{package}")), package
+    top = subprocess.run(
+        [str(venv / "bin" / "oomhero"), "top"], capture_output=True, text=True, timeout=60
+    )
+    assert top.returncode == 2 and "pip install 'oomhero[cli]'" in top.stderr, top.stderr
     for args in (["bloat", "--help"], ["node", "--help"], ["sidecar", "--help"]):
         run = subprocess.run(
             [str(venv / "bin" / "oomhero"), *args], capture_output=True, text=True, timeout=60
