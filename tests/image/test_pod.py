@@ -16,7 +16,7 @@ from tests.image import podman as pm
 pytestmark = pytest.mark.guest_v2
 
 DEPLOY = pm.REPO / "deploy"
-RESULTS = pm.REPO / "test-results" / "image"
+RESULTS = pm.RESULTS
 LIMIT = 128 << 20  # the app's limit in both manifests
 WARNING, CRITICAL = 0.65, 0.90
 # The app reads its usage after the signal: the page counter moves a charge batch at a time
@@ -25,22 +25,23 @@ WARNING, CRITICAL = 0.65, 0.90
 CHARGE_BATCH = 64 * 4096
 
 
-@pytest.fixture
-def pods(request):
-    pm.remove_pods()
-    yield
-    pm.save_logs(RESULTS / request.node.name)  # what each container said, kept for a failure
-    pm.remove_pods()
-
-
 def wait_for_lines(container: str, wanted, timeout: float, what: str) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lines = pm.logs(container)
-        if wanted(lines):
-            return lines
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}: {lines}\n{pm.state()}")
+    def lines() -> list[str] | None:
+        now = pm.logs(container, check=False)
+        return now if wanted(now) else None
+
+    return pm.wait_for(lines, timeout, what)
+
+
+def record_peak(what: str, container: str) -> None:
+    """The container's peak memory, kept beside the logs: the manifests' requests and limits
+    come from these figures."""
+    peak = pm.memory_peak(container)
+    line = f"{what}: memory.peak {peak} bytes ({(peak or 0) / (1 << 20):.1f} MiB)"
+    print(line)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / "memory-peak.txt", "a") as f:
+        f.write(line + "\n")
 
 
 def handled(lines: list[str]) -> list[str]:
@@ -49,7 +50,9 @@ def handled(lines: list[str]) -> list[str]:
 
 def probe(manifest: Path, container: str) -> tuple[int, str, float]:
     """The manifest's own liveness probe, an exec probe (bloat's /healthz is on 127.0.0.1), run
-    in the container: podman 4.3 has no kubelet to run it (its healthchecks need systemd timers).
+    in ``container``: podman 4.3 has no kubelet to run it (its healthchecks need systemd timers).
+    The pod's containers share one network, so the sidecar's container reaches the app's
+    127.0.0.1 too, without charging the probe's Python (~18 MiB) to the app's limit.
     Returns its exit status, stderr, and when it ended (CLOCK_MONOTONIC, as bloat's "t")."""
     spec = yaml.safe_load(manifest.read_text())["spec"]
     (bloat,) = [c for c in spec["containers"] if c["name"] == "bloat"]
@@ -79,9 +82,13 @@ def run_pod(manifest: Path) -> tuple[list[dict], list[dict], dict[str, str]]:
     else:
         assert code == 1 and "HTTP Error 500" in stderr, stderr
     app_lines = wait_for_lines(app, lambda ls: "SIGUSR2" in handled(ls), 180, "SIGUSR2")
-    code, stderr, _ = probe(manifest, app)
+    # Past critical the app holds ~90 % of its limit: a probe's Python run in its container
+    # then may itself be what the OOM killer takes (seen on a busy machine), which is the
+    # kubelet's probe's risk, not what this checks. The same probe from the sidecar's side.
+    code, stderr, _ = probe(manifest, sidecar)
     assert code == 1 and "HTTP Error 500" in stderr, f"/healthz should answer 500: {stderr}"
     wait_for_lines(sidecar, lambda ls: "signal sent" in "\n".join(ls), 60, "the sidecar's lines")
+    record_peak(f"sidecar of {manifest.name}", sidecar)
 
     cgroup = Path("/sys/fs/cgroup" + pm.inspect(app, "{{.State.CgroupPath}}"))
     events = dict(line.split() for line in (cgroup / "memory.events").read_text().splitlines())
@@ -170,12 +177,28 @@ def test_pod_different_uid_without_a_capability_says_so(pods, tmp_path, capabili
     )
     pod = pm.play(manifest)
     app, sidecar = f"{pod}-bloat", f"{pod}-oomhero"
+    cgroup = pm.cgroup_of(app)
     lines = wait_for_lines(sidecar, lambda ls: msg in "\n".join(ls), 180, msg)
-    time.sleep(3)  # a repeat would show here: said once per target, not per tick
+    # The app grows on unsignalled: once it is past critical (or OOM-killed, its cgroup gone
+    # with it), oomhero has had every chance to signal it, and to repeat itself.
+    pm.wait_for(lambda: past(cgroup, CRITICAL * LIMIT), 180, "the app past critical")
     records = pm.text_records(pm.logs(sidecar))
-    (line,) = [r for r in records if r["msg"] == msg]
-    assert named in line["why"], line
+    said = [r for r in records if r["msg"] == msg]
+    assert said and all(named in r["why"] for r in said), said
+    # What oomhero promises: each problem said once per target (a restarted app is a new one)
+    # and process, not once per tick. The same line twice is a repeat.
+    keys = [tuple(sorted((k, v) for k, v in r.items() if k != "time")) for r in said]
+    assert len(keys) == len(set(keys)), said
     assert not [r for r in records if r["msg"] == "signal sent"], lines
-    assert not handled(pm.logs(app))
+    assert not handled(pm.logs(app, check=False))
     assert pm.inspect(sidecar, "{{.State.Status}}") == "running"
     assert not [ln for ln in pm.logs(sidecar) if "Traceback" in ln]
+
+
+def past(cgroup: Path, usage: float) -> bool:
+    """The app's usage has reached ``usage``: it is there, was OOM-killed, or is gone."""
+    try:
+        events = dict(ln.split() for ln in (cgroup / "memory.events").read_text().splitlines())
+        return int(events["oom_kill"]) > 0 or int((cgroup / "memory.peak").read_text()) >= usage
+    except (OSError, KeyError, ValueError):
+        return True  # removed: the container ended
