@@ -44,7 +44,12 @@ RUN --mount=type=cache,target=/root/.cache/pip deploy/build-venv.sh --require-pr
 # (/sys/kernel/btf/vmlinux, visible in a container) and root with CAP_BPF+CAP_PERFMON, set in the
 # pod, not here (deploy/pod-ebpf.yaml).
 FROM ${DEBIAN} AS ebpf
-# What the image is (OCI annotations; the build passes the commit, and the repository's URL).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 libbpf1 \
+    && rm -rf /var/lib/apt/lists/*
+# What the image is (OCI annotations; the build passes the commit, and the repository's URL),
+# after the apt layer: a new commit does not rebuild it.
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG SOURCE=
@@ -54,10 +59,6 @@ LABEL org.opencontainers.image.title="oomhero (eBPF)" \
       org.opencontainers.image.revision="$REVISION" \
       org.opencontainers.image.source="$SOURCE" \
       org.opencontainers.image.licenses="MIT"
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 libbpf1 \
-    && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/oomhero /opt/oomhero
 ENV PATH=/opt/oomhero/bin:$PATH PYTHONUNBUFFERED=1
 USER 65532:65532

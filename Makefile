@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'  # dev brings the cli extra (rich)
 	touch $(STAMP)
 
-$(BPF_OBJ): bpf/memcg_threshold.bpf.c bpf/memcg_threshold.h bpf/vmlinux.h bpf/build.py
+$(BPF_OBJ): bpf/memcg_threshold.bpf.c bpf/memcg_threshold.h bpf/arm64_regs.h bpf/vmlinux.h bpf/build.py
 	/usr/bin/python3 bpf/build.py $@
 
 venv: $(BUILT)
