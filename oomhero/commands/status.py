@@ -9,6 +9,7 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from oomhero.commands.common import plain_table
 from oomhero.config import WatchSettings
 from oomhero.kernel.cgroup import CgroupDir, CgroupError
 from oomhero.kernel.locate import membership_of, open_for_pid
@@ -186,11 +187,7 @@ def render(rows: list[Row], console: Console) -> None:
 def plain(rows: list[Row]) -> str:
     """The table as plain text, columns padded to their widest cell (no rich)."""
     grid = [list(COLUMNS)] + [cells(row) + [""] * (len(COLUMNS) - len(cells(row))) for row in rows]
-    widths = [max(len(line[i]) for line in grid) for i in range(len(COLUMNS))]
-    lines = [TITLE] + [
-        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in grid
-    ]
-    return "\n".join(lines + missing_lines(rows)) + "\n"
+    return "\n".join([TITLE, *plain_table(grid), *missing_lines(rows)]) + "\n"
 
 
 def to_json(rows: list[Row]) -> str:

@@ -206,6 +206,15 @@ def find_containers(memory: str, version: int) -> tuple[int, list[Container]]:
     return walked, containers
 
 
+@dataclass(frozen=True)
+class Seen:
+    """A container as one scan judged it."""
+
+    container: Container
+    verdict: str  # "watched: <why>", "not opted in", "excluded", "invalid settings"
+    found: Found | None = None  # what the engine watches, when watched
+
+
 def container_settings(environ: bytes) -> dict[str, Setting]:
     """The OOMHERO_* settings in a process environment (``/proc/<pid>/environ``)."""
     settings = {}
@@ -238,31 +247,42 @@ class NodeScanner:
         self.memory, self.version = memory_root(self.root)
         self.self_pid = os.getpid()
 
-    def scan(self) -> dict[str, Found]:
+    def survey(self) -> tuple[int, list[Seen]]:
+        """Every container below the root and what becomes of it (``Seen.verdict``); and how
+        many cgroups the walk saw. The agent's own container and pods' sandboxes are left out."""
         walked, containers = find_containers(self.memory, self.version)
-        found, counted = {}, Counter()
+        seen = []
         for container in containers:
             if self.self_pid in container.pids:
                 continue  # the agent's own container
             members = [info for pid in container.pids if (info := read_proc(pid, self.proc))]
             if not members or all(info.comm in POD_INIT for info in members):
                 continue  # gone while scanning, or a pod's sandbox
-            counted[container.labels.group] += 1
-            if any(fnmatch.fnmatch(container.name, g) for g in self.exclude):
-                continue
-            own = self._own_settings(members)
-            settings = self._settings_for(container.name, own)
-            if settings is None:
-                continue
-            if (
-                own
-                or self.watch_all
-                or any(fnmatch.fnmatch(container.name, g) for g in self.include)
-            ):
-                found[container.path] = Found(
-                    container.name, members, self._opener(container.path), settings
-                )
-        self._summarise(walked, counted, len(found))
+            seen.append(self._judge(container, members))
+        return walked, seen
+
+    def _judge(self, container: Container, members: list[ProcInfo]) -> Seen:
+        if any(fnmatch.fnmatch(container.name, g) for g in self.exclude):
+            return Seen(container, "excluded")
+        own = self._own_settings(members)
+        settings = self._settings_for(container.name, own)
+        if settings is None:
+            return Seen(container, "invalid settings")
+        if own:
+            why = "its own settings"
+        elif self.watch_all:
+            why = "--all"
+        elif any(fnmatch.fnmatch(container.name, g) for g in self.include):
+            why = "--include"
+        else:
+            return Seen(container, "not opted in")
+        found = Found(container.name, members, self._opener(container.path), settings)
+        return Seen(container, f"watched: {why}", found)
+
+    def scan(self) -> dict[str, Found]:
+        walked, seen = self.survey()
+        found = {s.container.path: s.found for s in seen if s.found}
+        self._summarise(walked, Counter(s.container.labels.group for s in seen), len(found))
         return found
 
     def close(self) -> None:

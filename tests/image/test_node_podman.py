@@ -75,7 +75,19 @@ def start_agent() -> str:
     return "agent"
 
 
+def agent_records() -> list[dict]:
+    return pm.json_records(pm.logs("agent", check=False))
+
+
+def summaries() -> list[dict]:
+    return [r for r in agent_records() if r.get("msg") == "node scanned"]
+
+
 def test_node_agent_finds_and_signals_podman_containers(pods, tmp_path):
+    # The agent first, as a DaemonSet is there before the pods: it says it found nothing.
+    agent = start_agent()
+    first = pm.wait_for(summaries, 180, "the agent's first scan")[0]
+    assert first["containers"] == 0 and first["level"] == "warning" and "hint" in first, first
     ids = {
         "alone-opted": run_alone("alone-opted", OPTED, "--shed-on-critical"),
         "alone-plain": run_alone("alone-plain", {}, "--stop-at", "32M"),
@@ -83,17 +95,22 @@ def test_node_agent_finds_and_signals_podman_containers(pods, tmp_path):
     pod = pm.play(pod_manifest(tmp_path / "apps.yaml"), network="none")
     for name in ("opted", "plain"):
         ids[f"pod-{name}"] = pm.inspect(f"{pod}-{name}", "{{.Id}}")
-    agent = start_agent()
 
     def scanned() -> dict | None:
-        lines = pm.json_records(pm.logs(agent, check=False))
-        found = [r for r in lines if r.get("msg") == "node scanned" and r["containers"] == 4]
+        found = [r for r in summaries() if r["containers"] == 4]
         return found[-1] if found else None
 
     summary = pm.wait_for(scanned, 180, "the agent to find the four containers")
     # The infra container (catatonit), conmon and the agent itself are not counted.
     assert summary["runtimes"] == "podman 4" and summary["watching"] == 2, summary
     assert summary["cgroups"] > 4 and summary["root"] == "/host/sys/fs/cgroup", summary
+    # What it sees, as a user would ask it.
+    listed = pm.podman("exec", agent, "oomhero", "node", "--list").stdout
+    print(listed)
+    for name, container_id in ids.items():
+        (row,) = [line for line in listed.splitlines() if container_id[:12] in line]
+        verdict = "watched: its own settings" if name.endswith("opted") else "not opted in"
+        assert row.startswith("podman") and verdict in row, (name, row)
 
     apps = {"alone-opted": "alone-opted", "pod-opted": f"{pod}-opted"}
     for name, container in apps.items():
@@ -102,7 +119,7 @@ def test_node_agent_finds_and_signals_podman_containers(pods, tmp_path):
             180,
             f"{name}: SIGUSR2",
         )
-    records = pm.json_records(pm.logs(agent))
+    records = agent_records()
     record_peak("node agent (4 containers)", agent)
     watched = {r["target"] for r in records if r.get("msg") == "watching target"}
     assert watched == {

@@ -19,7 +19,7 @@ from oomhero.targets.node import (
     labels_of,
     memory_root,
 )
-from tests.helpers import V1_UNLIMITED, v1_dir, v2_dir, write_files
+from tests.helpers import V1_UNLIMITED, run_cli, v1_dir, v2_dir, write_files
 
 UID1 = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 UID2 = "11111111-2222-3333-4444-555555555555"
@@ -303,3 +303,23 @@ def test_an_environment_past_the_bound_is_read_up_to_it(tmp_path, apps):
     v2_dir(root / f"docker/{CID2}", pids=[early.pid])
     (item,) = NodeScanner(str(root), WatchSettings()).scan().values()
     assert item.name == f"/docker/{CID2}"
+
+
+def test_list_prints_every_container_and_why_it_is_watched_or_not(tmp_path, apps):
+    root = make_tree(tmp_path, apps)
+    v2_dir(root / "box" / "evil\x1b[2J", pids=[apps().pid])  # a limit: "other"; a hostile name
+    result = run_cli("node", "--list", "--cgroup-root", str(root))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["runtime", "container", "pod", "uid", "watched", "cgroup"]
+    rows = {line.split()[-1]: line for line in lines[1:-1]}
+    assert "watched: its own settings" in rows[f"/{SYSTEMD_POD}/cri-containerd-{CID}.scope"]
+    assert "not opted in" in rows[f"/{SYSTEMD_POD}/cri-containerd-{CID[::-1]}.scope"]
+    assert "invalid settings" in rows[f"/{CGROUPFS_POD}/{CID}"]
+    podman = rows[f"/machine.slice/libpod-{CID2}.scope"]
+    assert podman.split()[:3] == ["podman", CID2[:12], "-"], podman
+    assert rows["/box/evil\\x1b[2J"].startswith("other"), rows
+    assert "\x1b" not in result.stdout
+    assert lines[-1] == (
+        f"scanned {sum(1 for _ in os.walk(root))} cgroups below {root}: 6 containers, 1 watched"
+    )
