@@ -1,11 +1,15 @@
 """What `make image` writes, as a user gets it: each archive loaded by `podman load` into a
 storage of its own (not the build's, which the other image tests share), named as the manifests
 name it, labelled, and run from there; its Docker index (manifest.json) consistent with its OCI
-one; and each image within its size budget."""
+one; imported into containerd as `kind load image-archive` does; and each image within its
+size budget. (Docker's own `docker load` is not run: no Docker engine in the guest; its index is
+checked against the OCI one.)"""
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import tarfile
 import time
 
@@ -85,3 +89,51 @@ def test_archives_load_into_podman_and_run(tmp_path):
         assert "stand-in" not in json.dumps(labels), labels
         run = pm.podman("run", "--rm", "--network", "none", name, "--version", env=env)
         assert run.stdout.strip() == f"oomhero {VERSION}", run.stdout + run.stderr
+
+
+@pytest.fixture
+def containerd(tmp_path):
+    """A containerd of its own (root, state and socket under tmp_path), its CRI plugin off."""
+    if not shutil.which("containerd"):
+        pytest.fail("containerd is missing (apt-get install containerd; .ci/run installs it)")
+    config = tmp_path / "config.toml"
+    socket = tmp_path / "containerd.sock"
+    config.write_text(
+        f'version = 2\nroot = "{tmp_path}/root"\nstate = "/run/oomhero-containerd"\n'
+        f'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n[grpc]\naddress = "{socket}"\n'
+    )
+    log = open(tmp_path / "containerd.log", "w")
+    daemon = subprocess.Popen(["containerd", "--config", str(config)], stdout=log, stderr=log)
+    try:
+        pm.wait_for(lambda: ctr(socket, "version", check=False).returncode == 0, 120, "containerd")
+        yield socket
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=60)
+        log.close()
+        shutil.copy(tmp_path / "containerd.log", pm.RESULTS / "containerd.log")
+
+
+def ctr(socket, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        ["ctr", "--address", str(socket), "--namespace", "k8s.io", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert not check or result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_archive_imports_into_containerd_as_kind_loads_it(containerd):
+    """`kind load image-archive` is this on each node: ctr's import into the k8s.io namespace,
+    unpacked, under the image's name (from index.json's io.containerd.image.name)."""
+    archive = f"oomhero-{VERSION}.tar"
+    name, _ = IMAGES[archive]
+    started = time.monotonic()
+    ctr(containerd, "images", "import", "--all-platforms", "--digests", str(pm.ARCHIVES / archive))
+    print(f"ctr images import {archive}: {time.monotonic() - started:.1f} s")
+    listed = ctr(containerd, "images", "ls", "--quiet").stdout.split()
+    assert name in listed, listed
+    checked = ctr(containerd, "images", "check").stdout
+    assert f"{name} " in checked and "complete" in checked, checked
