@@ -177,6 +177,15 @@ def wait_for(predicate, timeout: float, what: str, step: float = 1.0):
         time.sleep(step)
 
 
+def note(line: str) -> None:
+    """A figure worth keeping from a passing run too (load times, memory peaks), printed and
+    added to test-results/image/figures.txt."""
+    print(line)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / "figures.txt", "a") as f:
+        f.write(line + "\n")
+
+
 def cgroup_of(container: str) -> Path:
     return Path("/sys/fs/cgroup" + inspect(container, "{{.State.CgroupPath}}"))
 

@@ -40,7 +40,7 @@ def test_image_within_its_size_budget(archive):
     # eBPF one 179.6 MiB (archives 22.9 and 60.8 MiB).
     name, budget = IMAGES[archive]
     packed, unpacked = sizes()[name]
-    print(f"{name}: image {unpacked / MIB:.1f} MiB, archive {packed / MIB:.1f} MiB")
+    pm.note(f"{name}: image {unpacked / MIB:.1f} MiB, archive {packed / MIB:.1f} MiB")
     assert unpacked <= budget * MIB, f"{name}: {unpacked / MIB:.1f} MiB, budget {budget} MiB"
     assert (pm.ARCHIVES / archive).stat().st_size == packed
 
@@ -78,7 +78,7 @@ def test_archives_load_into_podman_and_run(tmp_path):
     for archive, (name, _) in sorted(IMAGES.items()):
         started = time.monotonic()
         loaded = pm.podman("load", "-i", str(pm.ARCHIVES / archive), env=env, timeout=600)
-        print(f"podman load {archive}: {time.monotonic() - started:.1f} s")
+        pm.note(f"podman load {archive}: {time.monotonic() - started:.1f} s")
         assert f"Loaded image: {name}" in loaded.stdout, loaded.stdout
         labels = json.loads(
             pm.podman("image", "inspect", name, "--format", "{{json .Labels}}", env=env).stdout
@@ -132,7 +132,7 @@ def test_archive_imports_into_containerd_as_kind_loads_it(containerd):
     name, _ = IMAGES[archive]
     started = time.monotonic()
     ctr(containerd, "images", "import", "--all-platforms", "--digests", str(pm.ARCHIVES / archive))
-    print(f"ctr images import {archive}: {time.monotonic() - started:.1f} s")
+    pm.note(f"ctr images import {archive}: {time.monotonic() - started:.1f} s")
     listed = ctr(containerd, "images", "ls", "--quiet").stdout.split()
     assert name in listed, listed
     checked = ctr(containerd, "images", "check").stdout

@@ -34,14 +34,9 @@ def wait_for_lines(container: str, wanted, timeout: float, what: str) -> list[st
 
 
 def record_peak(what: str, container: str) -> None:
-    """The container's peak memory, kept beside the logs: the manifests' requests and limits
-    come from these figures."""
+    """The container's peak memory: the manifests' requests and limits come from these."""
     peak = pm.memory_peak(container)
-    line = f"{what}: memory.peak {peak} bytes ({(peak or 0) / (1 << 20):.1f} MiB)"
-    print(line)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "memory-peak.txt", "a") as f:
-        f.write(line + "\n")
+    pm.note(f"{what}: memory.peak {peak} bytes ({(peak or 0) / (1 << 20):.1f} MiB)")
 
 
 def handled(lines: list[str]) -> list[str]:
