@@ -28,6 +28,7 @@ how many are watched.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fnmatch
 import logging
@@ -40,7 +41,7 @@ from dataclasses import dataclass, field
 from oomhero import log
 from oomhero.config import ConfigError, Setting, WatchSettings, build_watch_settings
 from oomhero.kernel.cgroup import CgroupDir, CgroupError, parse_limit
-from oomhero.kernel.procfs import ProcInfo, read_proc
+from oomhero.kernel.procfs import ProcInfo, read_environ_memory, read_proc
 from oomhero.targets import Found
 from oomhero.targets.pod import POD_INIT
 
@@ -313,6 +314,9 @@ class NodeScanner:
     def _own_settings(self, members: list[ProcInfo]) -> dict[str, Setting]:
         for info in members:
             environ = read_bounded(f"{self.proc}/{info.pid}/environ", ENVIRON_BOUND)
+            if environ is None:  # another UID's (mode 0400): from its memory, with ptrace
+                with contextlib.suppress(OSError):
+                    environ = read_environ_memory(info.pid, ENVIRON_BOUND, self.proc)
             if environ is not None:
                 return container_settings(environ)
         return {}

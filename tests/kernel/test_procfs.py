@@ -1,6 +1,7 @@
 import os
 import signal
 import subprocess
+import sys
 
 import psutil
 import pytest
@@ -17,6 +18,7 @@ from oomhero.kernel.procfs import (
     process_count,
     raise_open_file_limit,
     read_caught,
+    read_environ_memory,
     read_proc,
 )
 from tests.helpers import stat_line, wait_until
@@ -259,3 +261,27 @@ def test_kernel_symbols_among_matches_whole_names_only(tmp_path):
     )
     found = kernel_symbols_among(("try_charge_memcg", "try_charge"), str(kallsyms))
     assert found == {"try_charge_memcg"}
+
+
+def test_environment_read_from_memory_is_what_environ_shows():
+    """process_vm_readv of env_start..env_end, the node agent's way for another UID's process
+    (here a child of ours, which needs no privilege)."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; print('ready', flush=True); sys.stdin.read()"],
+        env={"PATH": "/usr/bin", "OOMHERO_WARNING": "40", "PAD": "x" * 5000},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        # Running, not still in exec (vfork lets Popen return before the new stack is set up).
+        assert child.stdout.readline() == b"ready\n"
+        with open(f"/proc/{child.pid}/environ", "rb") as f:
+            environ = f.read()
+        assert read_environ_memory(child.pid, 1 << 20) == environ
+        assert read_environ_memory(child.pid, 100) == environ[:100]  # the bound holds
+    finally:
+        child.stdin.close()
+        child.wait()
+        child.stdout.close()
+    with pytest.raises(OSError):
+        read_environ_memory(child.pid, 100)  # gone

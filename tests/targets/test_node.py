@@ -37,15 +37,20 @@ def apps():
 
     def start(**env):
         process = subprocess.Popen(
-            [sys.executable, "-c", "import time; time.sleep(60)"], env={"PATH": "/usr/bin", **env}
+            [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"],
+            env={"PATH": "/usr/bin", **env},
+            stdout=subprocess.PIPE,
         )
         started.append(process)
+        # Running: Popen may return while exec is still setting up its environment (vfork).
+        assert process.stdout.readline() == b"ready\n"
         return process
 
     yield start
     for process in started:
         process.kill()
         process.wait()
+        process.stdout.close()
 
 
 def unlimited(directory, pids=(1,)):
