@@ -104,14 +104,6 @@ def test_node_agent_finds_and_signals_podman_containers(pods, tmp_path):
     # The infra container (catatonit), conmon and the agent itself are not counted.
     assert summary["runtimes"] == "podman 4" and summary["watching"] == 2, summary
     assert summary["cgroups"] > 4 and summary["root"] == "/host/sys/fs/cgroup", summary
-    # What it sees, as a user would ask it.
-    listed = pm.podman("exec", agent, "oomhero", "node", "--list").stdout
-    print(listed)
-    for name, container_id in ids.items():
-        (row,) = [line for line in listed.splitlines() if container_id[:12] in line]
-        verdict = "watched: its own settings" if name.endswith("opted") else "not opted in"
-        assert row.startswith("podman") and verdict in row, (name, row)
-
     apps = {"alone-opted": "alone-opted", "pod-opted": f"{pod}-opted"}
     for name, container in apps.items():
         pm.wait_for(
@@ -143,3 +135,10 @@ def test_node_agent_finds_and_signals_podman_containers(pods, tmp_path):
         assert not handled(pm.logs(plain, check=False)), plain
     assert not [r for r in records if r.get("level") == "error"], records
     assert pm.inspect(agent, "{{.State.Status}}") == "running"
+    # What it sees, as a user would ask it (in its container: after its memory peak was read).
+    listed = pm.podman("exec", agent, "oomhero", "node", "--list").stdout
+    print(listed)
+    for name, container_id in ids.items():
+        (row,) = [line for line in listed.splitlines() if container_id[:12] in line]
+        verdict = "watched: its own settings" if name.endswith("opted") else "not opted in"
+        assert row.startswith("podman") and verdict in row, (name, row)

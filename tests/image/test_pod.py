@@ -77,13 +77,13 @@ def run_pod(manifest: Path) -> tuple[list[dict], list[dict], dict[str, str]]:
     else:
         assert code == 1 and "HTTP Error 500" in stderr, stderr
     app_lines = wait_for_lines(app, lambda ls: "SIGUSR2" in handled(ls), 180, "SIGUSR2")
+    record_peak(f"sidecar of {manifest.name}", sidecar)  # before a probe runs in its cgroup
     # Past critical the app holds ~90 % of its limit: a probe's Python run in its container
     # then may itself be what the OOM killer takes (seen on a busy machine), which is the
     # kubelet's probe's risk, not what this checks. The same probe from the sidecar's side.
     code, stderr, _ = probe(manifest, sidecar)
     assert code == 1 and "HTTP Error 500" in stderr, f"/healthz should answer 500: {stderr}"
     wait_for_lines(sidecar, lambda ls: "signal sent" in "\n".join(ls), 60, "the sidecar's lines")
-    record_peak(f"sidecar of {manifest.name}", sidecar)
 
     cgroup = Path("/sys/fs/cgroup" + pm.inspect(app, "{{.State.CgroupPath}}"))
     events = dict(line.split() for line in (cgroup / "memory.events").read_text().splitlines())
