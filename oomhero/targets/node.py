@@ -296,7 +296,8 @@ class NodeScanner:
             return
         self.summary = summary
         total = sum(counted.values())
-        by_runtime = ", ".join(f"{group} {n}" for group, n in counted.most_common())
+        ranked = sorted(counted.items(), key=lambda item: (-item[1], item[0]))  # most first
+        by_runtime = ", ".join(f"{group} {n}" for group, n in ranked)
         fields: dict[str, object] = {
             "cgroups": walked,
             "containers": total,
