@@ -552,6 +552,9 @@ def classic(spec: dict) -> dict:
     spec = json.loads(json.dumps(spec))
     (sidecar,) = spec.pop("initContainers")
     assert sidecar.pop("restartPolicy") == "Always"  # what makes an init container a sidecar
+    # The app's start waits for a native sidecar's startup probe; a classic one gates nothing.
+    probe = sidecar.pop("startupProbe")
+    assert probe["httpGet"] == sidecar["readinessProbe"]["httpGet"], probe  # /healthz: scanned
     spec["containers"].append(sidecar)
     return spec
 

@@ -1,10 +1,10 @@
 """deploy/job.yaml and pod-native-sidecar.yaml under podman 4.3, which runs neither as a cluster
 would: it has no Job kind and no native sidecars (it refuses an init container with a probe, and
 would wait for one without a probe to exit before starting the app). So this checks what it can:
-podman's refusal, said plainly; then the Job's pod with the sidecar among the containers, as
-before Kubernetes 1.29, for the two things a Job's completion rests on — the app ends with 0
-once oomhero's SIGUSR2 tells it to, and oomhero, stopped as the kubelet stops a native sidecar
-once the app has ended (SIGTERM), exits 0 at once."""
+podman's refusal, said plainly; then the Job's pod in the kubelet's order — the sidecar first,
+the app once the sidecar's startup probe passes (oomhero has scanned) — for the two things a
+Job's completion rests on: the app ends with 0 once oomhero's SIGUSR2 tells it to, and oomhero,
+stopped as the kubelet stops a native sidecar once the app has ended (SIGTERM), exits 0."""
 
 from __future__ import annotations
 
@@ -26,12 +26,38 @@ def as_pod(spec: dict, name: str) -> dict:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
 
 
-def classic(spec: dict) -> dict:
+def sidecar_alone(spec: dict) -> dict:
+    """The pod with only its native sidecar, as a plain container (podman runs no init
+    container beside the others), started first as the kubelet starts it."""
     spec = json.loads(json.dumps(spec))
     (sidecar,) = spec.pop("initContainers")
     sidecar.pop("restartPolicy")
-    spec["containers"].append(sidecar)
+    sidecar.pop("startupProbe")  # run by hand below: podman 4.3 runs no probes
+    spec["containers"] = [sidecar]
     return spec
+
+
+def started(sidecar: str, probe: dict) -> bool:
+    """The native sidecar's startup probe (httpGet on the pod's network), run from inside."""
+    url = f"http://127.0.0.1:9090{probe['httpGet']['path']}"
+    code = f"import urllib.request as u; u.urlopen({url!r}, timeout=2)"
+    return (
+        pm.podman("exec", sidecar, "/opt/oomhero/bin/python", "-c", code, check=False).returncode
+        == 0
+    )
+
+
+def start_app(pod: str, app: dict, security: dict) -> str:
+    """The app's container of the manifest, added to the running pod."""
+    name = f"{pod}-{app['name']}"
+    pm.podman(
+        "run", "-d", "--pod", pod, "--name", name,
+        "--memory", str(int(app["resources"]["limits"]["memory"].removesuffix("Mi")) << 20),
+        "--user", f"{security['runAsUser']}:{security['runAsGroup']}", "--read-only",
+        "--cap-drop", "all", "--security-opt", "no-new-privileges",
+        app["image"], *app["args"],
+    )  # fmt: skip
+    return name
 
 
 def test_podman_refuses_the_native_sidecar_in_words(pods, tmp_path):
@@ -47,11 +73,14 @@ def test_podman_refuses_the_native_sidecar_in_words(pods, tmp_path):
 
 def test_job_pod_ends_with_its_app_and_the_sidecar_stops_on_sigterm(pods, tmp_path):
     (job,) = yaml.safe_load_all((DEPLOY / "job.yaml").read_text())
-    spec = classic(job["spec"]["template"]["spec"])
+    spec = job["spec"]["template"]["spec"]
     manifest = tmp_path / "job-pod.yaml"
-    manifest.write_text(yaml.safe_dump(as_pod(spec, "batch")))
+    manifest.write_text(yaml.safe_dump(as_pod(sidecar_alone(spec), "batch")))
     pod = pm.play(manifest)
-    app, sidecar = f"{pod}-bloat", f"{pod}-oomhero"
+    sidecar = f"{pod}-oomhero"
+    probe = spec["initContainers"][0]["startupProbe"]
+    pm.wait_for(lambda: started(sidecar, probe), 180, "the sidecar's startup probe")
+    app = start_app(pod, spec["containers"][0], spec["securityContext"])
     pm.wait_for(lambda: pm.inspect(app, "{{.State.Status}}") == "exited", 240, "the app to end")
     assert pm.inspect(app, "{{.State.ExitCode}} {{.State.OOMKilled}}") == "0 false"
     events = pm.json_records(pm.logs(app))
