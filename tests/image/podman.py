@@ -133,13 +133,26 @@ def allow_devices(pod: str) -> None:
             subprocess.run(detach, check=True)
 
 
-def play(manifest: Path, network: str = "slirp4netns") -> str:
-    """podman kube play MANIFEST, started once its devices are allowed; returns the pod name."""
+def play(manifest: Path, network: str = "slirp4netns", first: str | None = None) -> str:
+    """podman kube play MANIFEST, started once its devices are allowed; returns the pod name.
+    ``first``: that container is started alone, and the others once its /healthz answers (its
+    first scan is done): a sidecar slowed down by a busy machine would otherwise see the app
+    only once it has grown, which is what a native sidecar's startup probe prevents."""
     podman("kube", "play", "--start=false", "--network", network, str(manifest))
     (pod,) = podman("pod", "ps", "--format", "{{.Name}}").stdout.split()
     allow_devices(pod)
+    if first is not None:
+        podman("start", f"{pod}-{first}")
+        wait_for(lambda: healthy(f"{pod}-{first}"), 180, f"{first}'s /healthz")
     podman("pod", "start", pod)
     return pod
+
+
+def healthy(container: str, port: int = 9090, path: str = "/healthz") -> bool:
+    """oomhero's /healthz answers 200 (asked from inside: the pod's network is its own)."""
+    code = f"import urllib.request as u; u.urlopen('http://127.0.0.1:{port}{path}', timeout=2)"
+    run = podman("exec", container, "/opt/oomhero/bin/python", "-c", code, check=False)
+    return run.returncode == 0
 
 
 def remove_pods() -> None:

@@ -64,7 +64,7 @@ def critical_at(lines: list[str]) -> float | None:
 
 def run_pod(manifest: Path) -> tuple[list[dict], list[dict], dict[str, str]]:
     """Plays the pod, waits for both signals to be handled; returns (sidecar, app) log records."""
-    pod = pm.play(manifest)
+    pod = pm.play(manifest, first="oomhero")
     app, sidecar = f"{pod}-bloat", f"{pod}-oomhero"
     wait_for_lines(app, lambda ls: pm.json_records(ls), 180, "the app to start")
     # The manifest's readiness and liveness probe, as a kubelet would run it, as soon as the
@@ -170,7 +170,7 @@ def test_pod_different_uid_without_a_capability_says_so(pods, tmp_path, capabili
     manifest = without_capability(
         DEPLOY / "pod-different-uid.yaml", capability, tmp_path / "pod.yaml"
     )
-    pod = pm.play(manifest)
+    pod = pm.play(manifest, first="oomhero")
     app, sidecar = f"{pod}-bloat", f"{pod}-oomhero"
     cgroup = pm.cgroup_of(app)
     lines = wait_for_lines(sidecar, lambda ls: msg in "\n".join(ls), 180, msg)
