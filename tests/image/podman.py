@@ -204,11 +204,21 @@ def cgroup_of(container: str) -> Path:
 
 
 def memory_peak(container: str) -> int | None:
-    """The container's peak memory (memory.peak, kernel 5.19+), for the manifests' resources."""
+    """The container's peak memory (memory.peak, kernel 5.19+: page cache and every process
+    that ran in it, a test's exec'd probe too)."""
     try:
         return int((cgroup_of(container) / "memory.peak").read_text())
     except (OSError, ValueError):
         return None
+
+
+def peak_rss(container: str) -> int | None:
+    """The peak resident memory of the container's main process (VmHWM): oomhero's own."""
+    pid = inspect(container, "{{.State.Pid}}")
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        return int(next(ln for ln in status if ln.startswith("VmHWM:")).split()[1]) * 1024
+    return None
 
 
 def logs(container: str, check: bool = True) -> list[str]:

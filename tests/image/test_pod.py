@@ -34,9 +34,13 @@ def wait_for_lines(container: str, wanted, timeout: float, what: str) -> list[st
 
 
 def record_peak(what: str, container: str) -> None:
-    """The container's peak memory: the manifests' requests and limits come from these."""
-    peak = pm.memory_peak(container)
-    pm.note(f"{what}: memory.peak {peak} bytes ({(peak or 0) / (1 << 20):.1f} MiB)")
+    """oomhero's peak memory in ``container``: its own process's, and its cgroup's (page cache
+    and any probe run there included). The manifests' requests and limits come from these."""
+    rss, cgroup = pm.peak_rss(container), pm.memory_peak(container)
+    pm.note(
+        f"{what}: peak RSS {(rss or 0) / (1 << 20):.1f} MiB, cgroup memory.peak "
+        f"{(cgroup or 0) / (1 << 20):.1f} MiB"
+    )
 
 
 def handled(lines: list[str]) -> list[str]:
