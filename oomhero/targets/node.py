@@ -126,7 +126,7 @@ class Container:
 
 
 @dataclass
-class _Seen:
+class _Subtree:
     """A directory of the walk, once its subtree is done."""
 
     pids: list[int]
@@ -184,7 +184,7 @@ def find_containers(memory: str, version: int) -> tuple[int, list[Container]]:
     """Every container below ``memory`` (see the module's docstring), and how many cgroups the
     walk saw. Bottom-up, without following symlinks; the top itself is never a container."""
     usage_file = VERSION_FILES[version][0]
-    seen: dict[str, _Seen] = {}
+    seen: dict[str, _Subtree] = {}
     containers: list[Container] = []
     walked = 0
     for path, dirs, files, dir_fd in os.fwalk(memory, topdown=False, follow_symlinks=False):
@@ -203,7 +203,7 @@ def find_containers(memory: str, version: int) -> tuple[int, list[Container]]:
             if labels is not None:
                 containers.append(Container(path, "/" + "/".join(parts), labels, tuple(pids)))
                 contains = True
-        seen[path] = _Seen(pids, contains)
+        seen[path] = _Subtree(pids, contains)
     return walked, containers
 
 
