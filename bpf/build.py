@@ -1,8 +1,16 @@
-"""Compile the CO-RE probe: ``python3 bpf/build.py OUT.bpf.o``. Run by ``make`` and by the wheel
-build (setup.py). Without clang it says so and builds nothing: oomhero then uses bcc."""
+"""Compile the CO-RE probe: ``python3 bpf/build.py [--arch x86|arm64] OUT.bpf.o``. Run by
+``make`` and by the wheel build (setup.py), for the machine it runs on (an image built for
+arm64 builds its wheel on arm64, natively or emulated). Without clang it says so and builds
+nothing: oomhero then uses bcc.
+
+One source for both: CO-RE relocates the kernel structs the probe reads, and its fentry programs
+take their arguments from BTF. Only the kprobe programs (kernels without fentry) read registers,
+through bpf_tracing.h's PT_REGS_PARM*, which differ per architecture: -D__TARGET_ARCH_<arch>,
+and for arm64 its register struct (arm64_regs.h), which bpf/vmlinux.h (x86-64's) lacks."""
 
 from __future__ import annotations
 
+import platform
 import shutil
 import subprocess
 import sys
@@ -10,27 +18,49 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "memcg_threshold.bpf.c"
-# The object reads x86-64 registers in its kprobe programs (bpf_tracing.h's PT_REGS_PARM*).
-CFLAGS = ("-target", "bpf", "-g", "-O2", "-D__TARGET_ARCH_x86", "-Wall", "-Werror")
+CFLAGS = ("-target", "bpf", "-g", "-O2", "-Wall", "-Werror")
+ARCHES = {"x86": (), "arm64": ("-include", str(HERE / "arm64_regs.h"))}
+MACHINES = {"x86_64": "x86", "amd64": "x86", "aarch64": "arm64", "arm64": "arm64"}
 
 
-def build(out: Path) -> str | None:
-    """Compile into ``out``; returns why nothing was built (no clang), raises on a compile
-    error."""
+def this_arch() -> str:
+    machine = platform.machine()
+    if machine not in MACHINES:
+        raise ValueError(f"no kprobe registers known for {machine} (known: {', '.join(ARCHES)})")
+    return MACHINES[machine]
+
+
+def build(out: Path, arch: str | None = None) -> str | None:
+    """Compile into ``out`` for ``arch`` (default: this machine's); returns why nothing was
+    built (no clang), raises on a compile error."""
     clang = shutil.which("clang")
     if clang is None:
         return "no clang: the CO-RE probe is not built, oomhero will use bcc where it can"
+    arch = arch or this_arch()
     out.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([clang, *CFLAGS, f"-I{HERE}", "-c", str(SOURCE), "-o", str(out)], check=True)
+    command = [clang, *CFLAGS, f"-D__TARGET_ARCH_{arch}", *ARCHES[arch], f"-I{HERE}"]
+    subprocess.run([*command, "-c", str(SOURCE), "-o", str(out)], check=True)
     return None
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit(f"usage: {sys.argv[0]} OUT.bpf.o")
+def main(argv: list[str]) -> int:
+    arch = None
+    if argv[:1] == ["--arch"] and len(argv) > 1:
+        arch, argv = argv[1], argv[2:]
+    if len(argv) != 1 or (arch is not None and arch not in ARCHES):
+        print(f"usage: bpf/build.py [--arch {'|'.join(ARCHES)}] OUT.bpf.o", file=sys.stderr)
+        return 2
     try:
-        skipped = build(Path(sys.argv[1]))
+        skipped = build(Path(argv[0]), arch)
     except subprocess.CalledProcessError as exc:
-        sys.exit(exc.returncode)
+        return exc.returncode
+    except ValueError as exc:
+        print(f"bpf/build.py: {exc}", file=sys.stderr)
+        return 2
     if skipped:
         print(f"bpf/build.py: {skipped}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -7,7 +7,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from oomhero import log
@@ -314,3 +314,12 @@ def run_engine(args: argparse.Namespace, scanner_factory: Callable[[], Scanner])
         samples_by_wakeup=dict(engine.wakeups),
     )
     return 0
+
+
+def plain_table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows as lines of text, each column padded to its widest cell (the CLI's tables where
+    rich is not installed, and the ones meant to be read by a script too)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]

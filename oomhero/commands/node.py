@@ -1,17 +1,17 @@
-"""``oomhero node``: one agent per node, every opted-in container under kubepods."""
+"""``oomhero node``: one agent per node, every opted-in container of any runtime."""
 
 from __future__ import annotations
 
 import argparse
 import os
 
-from oomhero.commands.common import gather_settings, parse_outputs, run_engine
+from oomhero.commands.common import gather_settings, parse_outputs, plain_table, run_engine
 from oomhero.config import ConfigError
 from oomhero.config.table import NODE_ROOT_ENV
 from oomhero.kernel.cgroup import CGROUP_MOUNT, CgroupError
 from oomhero.targets import node
 
-HELP = "one agent per node: every opted-in container under kubepods"
+HELP = "one agent per node: every opted-in container (Kubernetes, podman, Docker, CRI-O, ...)"
 DESCRIPTION = node.__doc__
 FLAGS = ("watch", "output")
 
@@ -20,8 +20,8 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cgroup-root",
         metavar="PATH",
-        help=f"where the host's cgroup tree is mounted (default {CGROUP_MOUNT}) "
-        f"(env {NODE_ROOT_ENV})",
+        help=f"where the host's cgroup tree is mounted (default {CGROUP_MOUNT}), or a cgroup "
+        f"below it to look only there (env {NODE_ROOT_ENV})",
     )
     parser.add_argument(
         "--all",
@@ -35,6 +35,12 @@ def arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="GLOB",
         help="also watch containers whose cgroup path (below the root) matches",
+    )
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="scan once, print every container found (runtime, id, pod UID, watched or why "
+        "not) and how many cgroups were scanned, then exit",
     )
     parser.add_argument(
         "--exclude",
@@ -53,4 +59,37 @@ def run(args: argparse.Namespace) -> int:
         scanner = node.NodeScanner(root, settings, args.watch_all, args.include, args.exclude)
     except CgroupError as exc:
         raise ConfigError(f"--cgroup-root: {exc.strerror}") from None
+    if args.list:
+        print(listing(scanner), end="")
+        return 0
     return run_engine(args, lambda: scanner)
+
+
+COLUMNS = ("runtime", "container", "pod uid", "watched", "cgroup")
+
+
+def listing(scanner: node.NodeScanner) -> str:
+    """One scan as a plain table, and the scan's summary under it."""
+    walked, seen = scanner.survey()
+    rows = [COLUMNS] + [
+        (
+            s.container.labels.group,
+            s.container.labels.container_id[:12] or "-",
+            s.container.labels.pod_uid or "-",
+            s.verdict,
+            printable(s.container.name),
+        )
+        for s in sorted(seen, key=lambda s: s.container.name)
+    ]
+    lines = plain_table(rows)
+    watched = sum(1 for s in seen if s.found)
+    lines.append(
+        f"scanned {walked} cgroups below {printable(scanner.memory)}: {len(seen)} containers, "
+        f"{watched} watched"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def printable(text: str) -> str:
+    """A cgroup's name as a terminal may show it: control characters escaped."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)

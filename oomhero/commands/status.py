@@ -1,4 +1,5 @@
-"""``oomhero status``: one row per memory cgroup, as a rich table or JSON."""
+"""``oomhero status``: one row per memory cgroup, as a table (rich's where it is installed,
+plain text where not: the ``cli`` extra) or JSON."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from oomhero.commands.common import plain_table
 from oomhero.config import WatchSettings
 from oomhero.kernel.cgroup import CgroupDir, CgroupError
 from oomhero.kernel.locate import membership_of, open_for_pid
@@ -38,11 +40,14 @@ def run(args: argparse.Namespace) -> int:
         print(to_json(rows))
     else:
         # rich when a table is drawn: the CLI imports every command, and imports are most
-        # of oomhero's start-up (seconds under emulation).
-        from rich.console import Console
-
-        # Piped output has no terminal width to wrap to: keep paths on one line.
-        render(rows, Console(width=None if sys.stdout.isatty() else 200))
+        # of oomhero's start-up (seconds under emulation). The image leaves it out.
+        try:
+            from rich.console import Console
+        except ImportError:
+            print(plain(rows), end="")
+        else:
+            # Piped output has no terminal width to wrap to: keep paths on one line.
+            render(rows, Console(width=None if sys.stdout.isatty() else 200))
     return 1 if any(row.error for row in rows) and args.targets else 0
 
 
@@ -122,56 +127,67 @@ def _mib(value: int | None) -> str:
     return "-" if value is None else f"{value / MIB:.1f}"
 
 
+TITLE = "memory cgroups (MiB)"
+COLUMNS = (
+    "cgroup",
+    "v",
+    "procs",
+    "usage",
+    "limit",
+    "%",
+    "working set",
+    "events",
+    "PSI some/full avg10",
+    "wake-ups",
+)
+
+
+def cells(row: Row) -> list[str]:
+    """A row's cells; an error takes the usage cell and leaves the rest blank."""
+    if row.error:
+        return [row.cgroup, str(row.version or "?"), str(row.processes or "-"), row.error]
+    events = " ".join(f"{k}={v}" for k, v in (row.events or {}).items() if v) or "-"
+    psi = "-" if row.psi_some_avg10 is None else f"{row.psi_some_avg10}/{row.psi_full_avg10}"
+    return [
+        row.cgroup,
+        str(row.version),
+        str(row.processes if row.processes is not None else "-"),
+        _mib(row.usage),
+        "no limit" if row.limit is None else _mib(row.limit),
+        "-" if row.percent is None else f"{row.percent}",
+        _mib(row.working_set),
+        events,
+        psi,
+        " ".join(row.sources or []) or "polling only",
+    ]
+
+
+def missing_lines(rows: list[Row]) -> list[str]:
+    missing = {(s, why) for row in rows for s, why in (row.sources_missing or {}).items()}
+    return [f"{source}: {why}" for source, why in sorted(missing)]
+
+
 def render(rows: list[Row], console: Console) -> None:
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title="memory cgroups (MiB)")
-    for column in (
-        "cgroup",
-        "v",
-        "procs",
-        "usage",
-        "limit",
-        "%",
-        "working set",
-        "events",
-        "PSI some/full avg10",
-        "wake-ups",
-    ):
+    table = Table(title=TITLE)
+    for column in COLUMNS:
         table.add_column(column, overflow="fold")
     for row in rows:
-        if row.error:
-            table.add_row(
-                row.cgroup,
-                str(row.version or "?"),
-                str(row.processes or "-"),
-                f"[red]{row.error}[/red]",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-            )
-            continue
-        events = " ".join(f"{k}={v}" for k, v in (row.events or {}).items() if v) or "-"
-        psi = "-" if row.psi_some_avg10 is None else f"{row.psi_some_avg10}/{row.psi_full_avg10}"
-        table.add_row(
-            row.cgroup,
-            str(row.version),
-            str(row.processes if row.processes is not None else "-"),
-            _mib(row.usage),
-            "no limit" if row.limit is None else _mib(row.limit),
-            "-" if row.percent is None else f"{row.percent}",
-            _mib(row.working_set),
-            events,
-            psi,
-            " ".join(row.sources or []) or "polling only",
-        )
+        values = cells(row)
+        if row.error:  # in red, and never read as markup
+            values[3] = Text(row.error, style="red")
+        table.add_row(*values)
     console.print(table)
-    missing = {(s, why) for row in rows for s, why in (row.sources_missing or {}).items()}
-    for source, why in sorted(missing):
-        console.print(f"{source}: {why}", highlight=False)
+    for line in missing_lines(rows):
+        console.print(line, highlight=False, markup=False)
+
+
+def plain(rows: list[Row]) -> str:
+    """The table as plain text, columns padded to their widest cell (no rich)."""
+    grid = [list(COLUMNS)] + [cells(row) + [""] * (len(COLUMNS) - len(cells(row))) for row in rows]
+    return "\n".join([TITLE, *plain_table(grid), *missing_lines(rows)]) + "\n"
 
 
 def to_json(rows: list[Row]) -> str:

@@ -33,6 +33,7 @@ from oomhero.commands.common import (
     setup_logging,
     start_outputs,
 )
+from oomhero.config import ConfigError
 from oomhero.engine import Engine
 from oomhero.targets.cgroups import CgroupScanner
 from oomhero.targets.pod import PodScanner
@@ -53,6 +54,13 @@ FLAGS = ("watch", "output")
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        import rich  # noqa: F401  (the view is drawn with it; imported where used, see show)
+    except ImportError:
+        raise ConfigError(
+            "oomhero top draws its view with rich, which is not installed: "
+            "pip install 'oomhero[cli]' (status and watch work without it)"
+        ) from None
     settings = gather_settings(args, use_env=True)
     outputs = parse_outputs(args)
     cgroups = resolve_targets(args.targets)

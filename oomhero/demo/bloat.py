@@ -2,7 +2,8 @@
 
 SIGUSR1 (warning)  → drops its "cache": frees up to --free-on-warning once, and logs it.
 SIGUSR2 (critical) → marks ``/healthz`` unhealthy (HTTP 500) and logs it (and, with
-                     --shed-on-critical, stops growing).
+                     --shed-on-critical, stops growing; with --exit-on-critical, exits 0, as
+                     a batch job that saves its work and ends would).
 SIGTERM            → exits 0.
 Each event is a JSON line on stdout (and in ``--events FILE``) with CLOCK_MONOTONIC time and, where
 the app can read its own cgroup, the kernel's usage figure at that moment — the ground truth
@@ -45,7 +46,13 @@ def read_usage(cgroup: CgroupDir | None) -> int | None:
 
 class Bloat:
     def __init__(
-        self, rate: int, cache: int, stop_at: int | None, events, shed_on_critical: bool = False
+        self,
+        rate: int,
+        cache: int,
+        stop_at: int | None,
+        events,
+        shed_on_critical: bool = False,
+        exit_on_critical: bool = False,
     ) -> None:
         self.rate = rate
         self.cache = cache  # what is left to give back on a warning
@@ -56,6 +63,7 @@ class Bloat:
         self.healthy = True
         self.running = True
         self.shed_on_critical = shed_on_critical
+        self.exit_on_critical = exit_on_critical
 
     @property
     def held_bytes(self) -> int:
@@ -95,6 +103,8 @@ class Bloat:
     def on_critical(self, signum: int, _frame: object) -> None:
         self.healthy = False
         self.say("signal", signal=signal.Signals(signum).name, healthz=500)
+        if self.exit_on_critical:
+            self.running = False
 
     def on_term(self, signum: int, _frame: object) -> None:
         self.running = False
@@ -165,6 +175,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         action="store_true",
         help="stop growing after SIGUSR2, as an app that sheds load would (default: keep growing)",
     )
+    parser.add_argument(
+        "--exit-on-critical",
+        action="store_true",
+        help="exit 0 after SIGUSR2, as a batch job that saves its work and ends would",
+    )
     return parser
 
 
@@ -197,7 +212,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"oomhero bloat: error: {exc}", file=sys.stderr)
         return 2
-    bloat = Bloat(rate, cache, stop_at, events, args.shed_on_critical)
+    bloat = Bloat(rate, cache, stop_at, events, args.shed_on_critical, args.exit_on_critical)
     signal.signal(signal.SIGUSR1, bloat.on_warning)
     signal.signal(signal.SIGUSR2, bloat.on_critical)
     signal.signal(signal.SIGTERM, bloat.on_term)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import resource
@@ -213,6 +214,32 @@ def read_environ(pid: int, proc: str = "/proc") -> bytes:
     """The NUL-separated environment a process started with; raises OSError."""
     with open(f"{proc}/{pid}/environ", "rb") as f:
         return f.read()
+
+
+class _IoVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+def read_environ_memory(pid: int, most: int, proc: str = "/proc") -> bytes:
+    """At most ``most`` bytes of a process's environment, read from its memory as
+    ``/proc/<pid>/environ`` reads it (its stat's env_start..env_end, process_vm_readv). For a
+    reader that has ptrace access to the process (CAP_SYS_PTRACE, the node agent's) but is not
+    the owner of its environ file, which is mode 0400: the file would also take
+    CAP_DAC_READ_SEARCH, a right to read every file. Raises OSError."""
+    with open(f"{proc}/{pid}/stat", "rb") as f:
+        stat = f.read(4096)
+    fields = stat[stat.rindex(b")") + 2 :].split()  # fields from the 3rd (state) on
+    start, end = int(fields[50 - 3]), int(fields[51 - 3])  # env_start, env_end: fields 50, 51
+    if not end > start:  # hidden (0) without ptrace access, or empty
+        raise PermissionError(errno.EACCES, f"no environment of pid {pid} visible")
+    buffer = ctypes.create_string_buffer(min(end - start, most))
+    local, remote = _IoVec(ctypes.addressof(buffer), len(buffer)), _IoVec(start, len(buffer))
+    libc = ctypes.CDLL(None, use_errno=True)
+    done = libc.process_vm_readv(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+    if done < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"process_vm_readv of pid {pid}: {os.strerror(code)}")
+    return buffer.raw[:done]
 
 
 def effective_capabilities() -> int:

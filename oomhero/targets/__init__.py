@@ -2,7 +2,7 @@
 
 - ``pod.py``: sidecar mode, every other container of the pod;
 - ``cgroups.py``: chosen cgroups or PIDs (watch, top, run), or a process tree under a soft limit;
-- ``node.py``: node mode, opted-in containers under kubepods;
+- ``node.py``: node mode, opted-in containers of any runtime;
 - ``launched.py``: a command started under a limit (run, demo).
 
 ``oomhero.watchlist`` keeps the targets the scanners find open, with their sources.

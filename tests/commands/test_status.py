@@ -2,13 +2,15 @@
 
 import io
 import json
+import subprocess
+import sys
 
 import pytest
 from rich.console import Console
 
-from oomhero.commands.status import Row, render, row_for, to_json
+from oomhero.commands.status import Row, plain, render, row_for, to_json
 from oomhero.kernel.cgroup import CgroupDir
-from tests.helpers import v1_dir, v2_dir
+from tests.helpers import REPO, clean_env, v1_dir, v2_dir
 
 # Synthetic cgroup trees under the temp dir (parsing and policy), taken for cgroupfs.
 pytestmark = pytest.mark.usefixtures("synthetic_cgroupfs")
@@ -77,3 +79,38 @@ def test_render_shows_every_row(tmp_path):
     assert "cannot read" in text
     assert "high=3 max=7 oom=1 oom_kill=1" in text  # zero counters left out
     assert "1.5/0.75" in text
+
+
+def test_plain_table_without_rich(tmp_path):
+    rows = [
+        row_of(v2_dir(tmp_path / "limited"), 2),
+        Row("v2:/broken[red]", 2, None, error="cannot read [bold]x"),
+    ]
+    lines = plain(rows).splitlines()
+    assert lines[0] == "memory cgroups (MiB)"
+    header, limited, broken = lines[1:4]
+    assert header.split("  ")[0] == "cgroup" and "wake-ups" in header
+    # Columns line up: each cell starts where its header does.
+    assert limited.index("128.0") == header.index("limit")
+    assert limited.startswith(str(tmp_path / "limited"))
+    assert broken.split() == ["v2:/broken[red]", "2", "-", "cannot", "read", "[bold]x"]
+
+
+# The image has no rich: an import of it fails as there.
+BLOCK_RICH = (
+    "import sys; sys.modules['rich'] = None; from oomhero.cli import main; sys.exit(main())"
+)
+
+
+def test_top_without_rich_says_what_to_install():
+    run = subprocess.run(
+        [sys.executable, "-c", BLOCK_RICH, "top", "1"],
+        env=clean_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert run.returncode == 2, run.stderr
+    assert "pip install 'oomhero[cli]'" in run.stderr and "Traceback" not in run.stderr

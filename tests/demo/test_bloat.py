@@ -148,6 +148,16 @@ def test_sigterm_exits_0_after_an_exit_event(bloat, tmp_path):
     ]
 
 
+def test_exit_on_critical_ends_a_batch_job_with_0(bloat):
+    app = bloat("--rate", "1M", "--port", "0", "--stop-at", "1M", "--exit-on-critical")
+    assert app.next_event()["event"] == "start"
+    app.signal(signal.SIGUSR1)  # a warning changes nothing about it
+    assert app.next_event()["signal"] == "SIGUSR1"
+    app.signal(signal.SIGUSR2)
+    assert (app.next_event()["signal"], app.next_event()["event"]) == ("SIGUSR2", "exit")
+    assert app.process.wait(timeout=20) == 0
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [

@@ -32,7 +32,9 @@ DEPLOY = REPO / "deploy"
 # The oldest Kubernetes release still commonly run, and the newest kubernetes-validate knows.
 K8S_VERSIONS = ("1.31", "1.37")
 FINAL_STAGES = ("ebpf", "sidecar")  # the image targets; "sidecar" is the default (last)
-IMAGE = f"oomhero:{oomhero.__version__}"
+# What `make image` names them; kustomization.yaml sets a registry's name and tag in one place.
+IMAGE = f"localhost/oomhero:{oomhero.__version__}"
+EBPF_IMAGE = f"localhost/oomhero-ebpf:{oomhero.__version__}"
 
 
 # --- the Dockerfile, parsed ------------------------------------------------------------------
@@ -65,15 +67,27 @@ def instructions(text: str) -> list[tuple[str, str]]:
     return result
 
 
+def global_args() -> dict[str, str]:
+    """The ARGs before the first FROM (the bases), with their defaults."""
+    args = {}
+    for op, rest in instructions(DOCKERFILE.read_text()):
+        if op == "FROM":
+            break
+        assert op == "ARG", f"{op} before the first FROM"
+        name, _, default = rest.partition("=")
+        args[name] = default
+    return args
+
+
 def stages() -> list[Stage]:
     found = []
+    bases = {f"${{{name}}}": value for name, value in global_args().items()}
     for op, rest in instructions(DOCKERFILE.read_text()):
         if op == "FROM":
             words = rest.split()
             assert len(words) == 3 and words[1].upper() == "AS", f"unnamed stage: FROM {rest}"
-            found.append(Stage(words[0], words[2]))
-        else:
-            assert found, f"{op} before the first FROM"
+            found.append(Stage(bases.get(words[0], words[0]), words[2]))
+        elif found:
             found[-1].body.append((op, rest))
     return found
 
@@ -158,7 +172,7 @@ def test_stages_and_targets():
     assert len(names) == len(set(names)) >= 3, names
     # A plain `docker build` gives the last stage: the distroless sidecar image.
     assert names[-1] == "sidecar"
-    assert all_stages[-1].base.startswith("gcr.io/distroless/python3-debian12:")
+    assert all_stages[-1].base.startswith("gcr.io/distroless/python3-debian12:nonroot@")
     assert set(FINAL_STAGES) <= set(names)
     # Each final stage takes the venv from the build stage that ran the script, at the same path
     # (the venv's scripts name it in their #! lines); the build fails without the CO-RE probe.
@@ -177,16 +191,21 @@ def test_stages_and_targets():
     assert not stage("sidecar").all("RUN") and not stage("sidecar").all("SHELL")
 
 
-def test_base_images_are_pinned_tags_of_one_debian_release():
+def test_base_images_are_pinned_by_digest_to_one_debian_release():
     names = set()
     for s in stages():
         if s.base in names:  # FROM an earlier stage
             names.add(s.name)
             continue
         names.add(s.name)
-        image, _, tag = s.base.partition("@")[0].rpartition(":")  # a digest may follow
+        reference, _, digest = s.base.partition("@")
+        image, _, tag = reference.rpartition(":")
         assert image and "/" not in tag, f"FROM {s.base}: pin a tag"
         assert tag != "latest", s.base
+        # The digest is what is built from; the tag says what it was.
+        algorithm, _, value = digest.partition(":")
+        assert algorithm == "sha256" and len(value) == 64 and int(value, 16) >= 0, s.base
+        assert "." in image.split("/")[0], f"FROM {s.base}: name the registry"
         # The venv links to the build stage's /usr/bin/python3: the final stages must carry the
         # same Debian python3, so every base is Debian 12.
         assert "bookworm" in tag or "debian12" in image, f"FROM {s.base}: not Debian 12"
@@ -206,6 +225,24 @@ def test_final_stage_runs_oomhero_as_non_root(name):
     # Exec form (no shell to run a string in), oomhero from the venv, no arguments: sidecar mode.
     assert exec_form(entrypoints[0]) == [f"{venv_dir()}/bin/oomhero"]
     assert not s.all("CMD"), "a CMD would become oomhero's arguments"
+
+
+@pytest.mark.parametrize("name", FINAL_STAGES)
+def test_final_stage_says_what_it_is(name):
+    """OCI annotations: the version is the package's, the commit and the repository's URL come
+    from the build (deploy/build-image, the release workflow)."""
+    s = stage(name)
+    args = dict(a.partition("=")[::2] for a in s.all("ARG"))
+    assert args["VERSION"] == oomhero.__version__
+    assert {"REVISION", "SOURCE"} <= set(args)
+    (label,) = s.all("LABEL")
+    labels = dict((k, v.strip('"')) for k, _, v in (w.partition("=") for w in shlex.split(label)))
+    assert labels["org.opencontainers.image.version"] == "$VERSION"
+    assert labels["org.opencontainers.image.revision"] == "$REVISION"
+    assert labels["org.opencontainers.image.source"] == "$SOURCE"
+    assert labels["org.opencontainers.image.licenses"] == "MIT"
+    assert labels["org.opencontainers.image.title"].startswith("oomhero")
+    assert "stand-in" not in labels["org.opencontainers.image.description"]
 
 
 def test_no_healthcheck():
@@ -290,8 +327,14 @@ def test_build_stage_installs_a_working_oomhero(tmp_path):
     assert "home = /usr/bin\n" in config  # Debian's python3, as distroless has it
     assert "include-system-site-packages = false" in config
     assert os.readlink(venv / "bin" / "python3") == "/usr/bin/python3"
-    # No installer left in the image's venv, and oomhero runs without it.
-    assert not list((venv / "lib").glob("python3*/site-packages/pip"))
+    # No installer left in the image's venv, and oomhero runs without it; nor rich and pygments
+    # (the CLI's extra): the sidecar and the node agent draw no table.
+    for package in ("pip", "rich", "pygments"):
+        assert not list((venv / "lib").glob(f"python3*/site-packages/{package}")), package
+    top = subprocess.run(
+        [str(venv / "bin" / "oomhero"), "top"], capture_output=True, text=True, timeout=60
+    )
+    assert top.returncode == 2 and "pip install 'oomhero[cli]'" in top.stderr, top.stderr
     for args in (["bloat", "--help"], ["node", "--help"], ["sidecar", "--help"]):
         run = subprocess.run(
             [str(venv / "bin" / "oomhero"), *args], capture_output=True, text=True, timeout=60
@@ -320,18 +363,31 @@ def documents(name: str) -> list[dict]:
         return [doc for doc in yaml.safe_load_all(f) if doc]
 
 
+KUSTOMIZATION = "kustomization.yaml"  # kustomize's file, not a Kubernetes object
+
+
 def manifest_files() -> list[str]:
-    return sorted(p.name for p in DEPLOY.glob("*.yaml"))
+    return sorted(p.name for p in DEPLOY.glob("*.yaml") if p.name != KUSTOMIZATION)
 
 
 def pod_spec(name: str) -> dict:
-    (pod,) = documents(name)
-    assert pod["kind"] == "Pod"
-    return pod["spec"]
+    """A Pod's spec, or a Job's pod template's."""
+    (doc,) = documents(name)
+    assert doc["kind"] in ("Pod", "Job")
+    return doc["spec"] if doc["kind"] == "Pod" else doc["spec"]["template"]["spec"]
+
+
+def all_containers(spec: dict) -> list[dict]:
+    return spec.get("initContainers", []) + spec["containers"]
 
 
 def container(spec: dict, name: str) -> dict:
-    return next(c for c in spec["containers"] if c["name"] == name)
+    return next(c for c in all_containers(spec) if c["name"] == name)
+
+
+def app_of(spec: dict) -> dict:
+    (app,) = [c for c in spec["containers"] if c["name"] != "oomhero"]
+    return app
 
 
 def effective(spec: dict, c: dict, key: str):
@@ -353,8 +409,10 @@ def env_of(c: dict) -> dict[str, str]:
 def test_every_manifest_is_tested():
     assert manifest_files() == [
         "daemonset.yaml",
+        "job.yaml",
         "pod-different-uid.yaml",
         "pod-ebpf.yaml",
+        "pod-native-sidecar.yaml",
         "pod.yaml",
     ]
 
@@ -379,10 +437,10 @@ def test_manifests_use_this_release_image():
         for doc in documents(name):
             spec = doc.get("spec", {})
             template = spec.get("template", {}).get("spec", spec)
-            for c in template.get("containers", []):
+            for c in template.get("initContainers", []) + template.get("containers", []):
                 # The eBPF pod's sidecar is the image's ebpf target; everything else the default.
                 ebpf = name == "pod-ebpf.yaml" and c["name"] == "oomhero"
-                assert c["image"] == IMAGE + ("-ebpf" if ebpf else ""), f"{name}: {c['name']}"
+                assert c["image"] == (EBPF_IMAGE if ebpf else IMAGE), f"{name}: {c['name']}"
 
 
 def settings_from_env(monkeypatch, argv: list[str], env: dict[str, str]):
@@ -397,7 +455,14 @@ def settings_from_env(monkeypatch, argv: list[str], env: dict[str, str]):
     return gather_settings(args, use_env=True)
 
 
-PODS = ["pod.yaml", "pod-different-uid.yaml", "pod-ebpf.yaml"]
+PODS = [
+    "pod.yaml",
+    "pod-different-uid.yaml",
+    "pod-ebpf.yaml",
+    "pod-native-sidecar.yaml",
+    "job.yaml",
+]
+LONG_RUNNING = [name for name in PODS if name != "job.yaml"]
 
 
 @pytest.mark.parametrize("name", PODS)
@@ -422,10 +487,10 @@ def test_pod_runs_oomhero_as_the_sidecar(name, monkeypatch):
     assert parse_outputs(args).pod == ("", "bloat", DOWNWARD["metadata.uid"])
 
 
-@pytest.mark.parametrize("name", PODS)
+@pytest.mark.parametrize("name", LONG_RUNNING)
 def test_pod_runs_the_bloat_app_under_a_limit_with_probes(name):
     spec = pod_spec(name)
-    (app,) = [c for c in spec["containers"] if c["name"] != "oomhero"]
+    app = app_of(spec)
     assert "command" not in app
     args = cli.build_parser().parse_args(app["args"])  # valid for oomhero's own parser
     assert args.command == "bloat"
@@ -437,13 +502,14 @@ def test_pod_runs_the_bloat_app_under_a_limit_with_probes(name):
         assert f"http://127.0.0.1:{args.port}/healthz" in command[2]
 
 
-def test_same_uid_pod_needs_no_capability():
-    spec = pod_spec("pod.yaml")
+@pytest.mark.parametrize("name", ["pod.yaml", "pod-native-sidecar.yaml", "job.yaml"])
+def test_same_uid_pod_needs_no_capability(name):
+    spec = pod_spec(name)
     assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     assert spec.get("automountServiceAccountToken") is False
     assert not any(spec.get(k) for k in ("hostPID", "hostNetwork", "hostIPC"))
     uids = set()
-    for c in spec["containers"]:
+    for c in all_containers(spec):
         uids.add(effective(spec, c, "runAsUser"))
         assert effective(spec, c, "runAsNonRoot") is True
         sc = c["securityContext"]
@@ -490,6 +556,38 @@ def test_pod_variants_differ_only_in_security_settings():
     assert without_security(pod_spec("pod.yaml")) == ebpf
 
 
+def classic(spec: dict) -> dict:
+    """A pod spec with its native sidecar moved among the containers, as before Kubernetes 1.29
+    (and as podman 4.3 runs it: tests/image)."""
+    spec = json.loads(json.dumps(spec))
+    (sidecar,) = spec.pop("initContainers")
+    assert sidecar.pop("restartPolicy") == "Always"  # what makes an init container a sidecar
+    # The app's start waits for a native sidecar's startup probe; a classic one gates nothing.
+    probe = sidecar.pop("startupProbe")
+    assert probe["httpGet"] == sidecar["readinessProbe"]["httpGet"], probe  # /healthz: scanned
+    spec["containers"].append(sidecar)
+    return spec
+
+
+def test_native_sidecar_pod_is_pod_yaml_with_oomhero_among_the_init_containers():
+    assert classic(pod_spec("pod-native-sidecar.yaml")) == pod_spec("pod.yaml")
+
+
+def test_job_ends_when_its_app_does():
+    (job,) = documents("job.yaml")
+    spec = job["spec"]["template"]["spec"]
+    # The sidecar is a native one: the kubelet stops it once the app has ended, and the Job
+    # completes (classic, it would keep the pod running).
+    assert [c["name"] for c in spec["initContainers"]] == ["oomhero"]
+    assert spec["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] == 0
+    app = app_of(spec)
+    args = cli.build_parser().parse_args(app["args"])
+    assert args.command == "bloat" and args.exit_on_critical
+    assert app["resources"]["limits"]["memory"] == "128Mi"
+    # The same sidecar as the long-running pod's: settings, probe, resources, security.
+    assert container(spec, "oomhero") == container(pod_spec("pod-native-sidecar.yaml"), "oomhero")
+
+
 def test_ebpf_pod_adds_only_what_the_probe_and_another_uid_need():
     spec = pod_spec("pod-ebpf.yaml")
     sidecar = container(spec, "oomhero")
@@ -509,7 +607,15 @@ def test_ebpf_pod_adds_only_what_the_probe_and_another_uid_need():
 
 def test_daemonset_runs_the_node_agent(monkeypatch):
     docs = {doc["kind"]: doc for doc in documents("daemonset.yaml")}
-    assert set(docs) == {"ServiceAccount", "DaemonSet"}
+    assert set(docs) == {"Namespace", "ServiceAccount", "DaemonSet"}
+    # A namespace of its own, which allows what the agent needs (hostPID, hostPath: privileged)
+    # and holds nothing else; the objects are in it.
+    namespace = docs["Namespace"]["metadata"]
+    labels = namespace["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert labels["pod-security.kubernetes.io/warn"] == "baseline"
+    for kind in ("ServiceAccount", "DaemonSet"):
+        assert docs[kind]["metadata"]["namespace"] == namespace["name"], kind
     assert docs["ServiceAccount"]["automountServiceAccountToken"] is False
     spec = docs["DaemonSet"]["spec"]["template"]["spec"]
     assert spec["serviceAccountName"] == docs["ServiceAccount"]["metadata"]["name"]
@@ -541,3 +647,17 @@ def test_daemonset_runs_the_node_agent(monkeypatch):
     assert sc["capabilities"]["drop"] == ["ALL"]
     assert sorted(sc["capabilities"]["add"]) == ["KILL", "SYS_PTRACE"]
     assert effective(spec, agent, "runAsUser") == 0
+
+
+def test_kustomization_names_the_image_once():
+    kustomization = yaml.safe_load((DEPLOY / KUSTOMIZATION).read_text())
+    assert kustomization["kind"] == "Kustomization"
+    assert kustomization["resources"] == ["daemonset.yaml"]
+    (entry,) = kustomization["images"]
+    name, tag = IMAGE.rsplit(":", 1)
+    assert entry == {"name": name, "newName": name, "newTag": tag}
+    for resource in kustomization["resources"]:
+        for doc in documents(resource):
+            template = doc.get("spec", {}).get("template", {}).get("spec", {})
+            for c in template.get("containers", []):
+                assert c["image"].rsplit(":", 1)[0] == entry["name"], (resource, c["name"])

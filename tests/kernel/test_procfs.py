@@ -18,6 +18,7 @@ from oomhero.kernel.procfs import (
     process_generation,
     raise_open_file_limit,
     read_caught,
+    read_environ_memory,
     read_proc,
 )
 from tests.helpers import stat_line, wait_until
@@ -280,3 +281,27 @@ def test_descriptors_are_scarce_past_half_the_open_file_limit():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert int(out.stdout) == 32, out
+
+
+def test_environment_read_from_memory_is_what_environ_shows():
+    """process_vm_readv of env_start..env_end, the node agent's way for another UID's process
+    (here a child of ours, which needs no privilege)."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; print('ready', flush=True); sys.stdin.read()"],
+        env={"PATH": "/usr/bin", "OOMHERO_WARNING": "40", "PAD": "x" * 5000},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        # Running, not still in exec (vfork lets Popen return before the new stack is set up).
+        assert child.stdout.readline() == b"ready\n"
+        with open(f"/proc/{child.pid}/environ", "rb") as f:
+            environ = f.read()
+        assert read_environ_memory(child.pid, 1 << 20) == environ
+        assert read_environ_memory(child.pid, 100) == environ[:100]  # the bound holds
+    finally:
+        child.stdin.close()
+        child.wait()
+        child.stdout.close()
+    with pytest.raises(OSError):
+        read_environ_memory(child.pid, 100)  # gone

@@ -1,5 +1,6 @@
-"""Node mode on a kernel-real kubepods tree: cgroups named like kubelet's (systemd and cgroupfs
-drivers), several "pods", containers opting in through their own environment."""
+"""Node mode on a kernel-real tree: cgroups named like kubelet's (systemd and cgroupfs drivers),
+several "pods", and Docker's and podman's beside them, containers opting in through their own
+environment (v2 and v1; real podman containers: tests/image/test_node_podman.py)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ def test_node_agent_watches_opted_in_containers_with_their_own_thresholds(tmp_pa
         "a1": (f"{POD_A}/cri-containerd-{'a1' * 32}.scope", {"OOMHERO_WARNING": "40"}),
         "a2": (f"{POD_A}/cri-containerd-{'a2' * 32}.scope", {}),
         "b1": (f"{POD_B}/{'b1' * 32}", {"OOMHERO_WARNING": "60"}),
+        "d1": (f"node/system.slice/docker-{'d1' * 32}.scope", {"OOMHERO_WARNING": "50"}),
+        "p1": (f"node/machine.slice/libpod-{'e1' * 32}.scope", {}),
     }
     workloads = {}
     for name, (path, env) in containers.items():
@@ -47,24 +50,28 @@ def test_node_agent_watches_opted_in_containers_with_their_own_thresholds(tmp_pa
         "--cooldown",
         "0",
         command=("node", "--cgroup-root", str(root)),
-        expect=2,
+        expect=3,
     )
     try:
         for workload in workloads.values():
             workload.to(65)
         wait_for(
-            lambda: workloads["a1"].signals() and workloads["b1"].signals(), 60, "both SIGUSR1"
+            lambda: all(workloads[n].signals() for n in ("a1", "b1", "d1")),
+            60,
+            "SIGUSR1 to the three opted in",
         )
     finally:
         for workload in workloads.values():
             workload.stop()
         records = watcher.stop()
         remove_test_cgroups()
-    assert not workloads["a2"].signals(), "a container that did not opt in was signalled"
+    for name in ("a2", "p1"):
+        assert not workloads[name].signals(), f"{name} did not opt in, and was signalled"
     sent = {r["target"].rsplit("/", 1)[1][-8:]: r for r in records if r.get("msg") == "signal sent"}
-    assert set(sent) == {"a1.scope", "b1b1b1b1"}, sent
+    assert set(sent) == {"a1.scope", "b1b1b1b1", "d1.scope"}, sent
     # Signalled at 65 % at most, below the agent's own warning (75): each used its own.
     assert 40 <= sent["a1.scope"]["percent"] < 67
     assert 60 <= sent["b1b1b1b1"]["percent"] < 67
-    watching = [r["target"] for r in records if r.get("msg") == "watching target"]
-    assert all(t.startswith("/kubepods") for t in watching), watching
+    assert 50 <= sent["d1.scope"]["percent"] < 67
+    summary = [r for r in records if r.get("msg") == "node scanned" and r["watching"] == 3][-1]
+    assert summary["containers"] == 5 and summary["runtimes"] == "kubepods 3, docker 1, podman 1"
