@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -76,10 +77,12 @@ class Watchlist:
         self.scanned_once = True
 
     def refresh(self, target: Target) -> None:
-        """Scan again for this target's processes (before it is signalled)."""
-        item = self.scanner.scan().get(target.key)
-        if item is not None:
-            target.processes.sync(item.members)
+        """Look for processes that joined this target since the last scan (right after the
+        known ones are signalled): its cgroup.procs read through the open directory, not a
+        /proc walk; only newcomers are read from /proc."""
+        if target.list_pids is not None:
+            with contextlib.suppress(OSError, ValueError):  # the next sample says what is wrong
+                target.processes.adopt(target.list_pids())
 
     def _open(self, key: str, item: Found) -> Target | None:
         try:
@@ -91,6 +94,8 @@ class Watchlist:
             return None
         self.unopened.pop(key, None)
         target = Target(key, item.name, reader, settings=item.settings or self.settings)
+        if item.pids is not None:
+            target.list_pids = functools.partial(item.pids, reader)
         self.targets[key] = target
         if isinstance(reader, CgroupDir):
             target.missing_sources = self.sources.attach(key, reader)

@@ -57,7 +57,9 @@ class FakeScanner:
         found = {}
         for key, (pids, reader) in self.targets.items():
             members = [info for pid in pids if (info := read_proc(pid))]
-            found[key] = Found(key, members, self._opener(reader))
+            # Its members as its cgroup.procs would list them: what the test scripts now.
+            pids = lambda _reader, key=key: self.targets[key][0]  # noqa: E731
+            found[key] = Found(key, members, self._opener(reader), pids=pids)
         return found
 
     def _opener(self, reader):

@@ -34,7 +34,9 @@ class CgroupScanner:
             except CgroupError:
                 pids = []
             members = [info for pid in pids if (info := read_proc(pid, self.proc))]
-            found[cgroup.path] = Found(cgroup.path, members, lambda c=cgroup: c)
+            found[cgroup.path] = Found(
+                cgroup.path, members, lambda c=cgroup: c, pids=CgroupDir.subtree_pids
+            )
         return found
 
 
@@ -76,4 +78,6 @@ class ProcessTreeScanner:
 
     def scan(self) -> dict[str, Found]:
         members = [info for pid in self.reader.pids() if (info := read_proc(pid))]
-        return {self.name: Found(self.name, members, lambda: self.reader)}
+        return {
+            self.name: Found(self.name, members, lambda: self.reader, pids=ProcessTreeReader.pids)
+        }

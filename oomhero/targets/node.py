@@ -102,7 +102,7 @@ class NodeScanner:
             if settings is None:
                 continue
             if own or self.watch_all or any(fnmatch.fnmatch(name, g) for g in self.include):
-                found[path] = Found(name, members, self._opener(path), settings)
+                found[path] = Found(name, members, self._opener(path), settings, CgroupDir.pids)
         return found
 
     def _members(self, path: str) -> list[ProcInfo]:
