@@ -26,24 +26,26 @@ struct watch {
     __u32 pad;
 };
 
-// The value of the per-CPU `last` map: the charge this CPU checked last. Most charges are served
-// from the per-CPU stock (a batch of 64 pages charged at once) and move no page counter: with
-// the same cgroup and usage as last time, there is nothing new to check, in it or its ancestors.
-struct last_charge {
+// The value of the per-CPU `seen` map: what this CPU's probe has seen.
+struct seen {
+    __u64 calls;  // calls of the probed function: user space checks the probe still runs
+    // The charge checked last, for the per-page fallback (try_charge_memcg): most charges are
+    // served from the per-CPU stock (a batch of 64 pages charged at once) and move no page
+    // counter: with the same cgroup and usage as last time, there is nothing new to check.
     __u64 memcg;  // the charged mem_cgroup's address
     __u64 usage_pages;
     __u64 nr_pages;
 };
 
 // Whether this charge is the last one again (and if not, remember it).
-static __always_inline int seen_before(struct last_charge *last, __u64 memcg, __u64 usage_pages,
+static __always_inline int seen_before(struct seen *seen, __u64 memcg, __u64 usage_pages,
                                        __u64 nr_pages)
 {
-    if (last->memcg == memcg && last->usage_pages == usage_pages && nr_pages <= last->nr_pages)
+    if (seen->memcg == memcg && seen->usage_pages == usage_pages && nr_pages <= seen->nr_pages)
         return 1;
-    last->memcg = memcg;
-    last->usage_pages = usage_pages;
-    last->nr_pages = nr_pages;
+    seen->memcg = memcg;
+    seen->usage_pages = usage_pages;
+    seen->nr_pages = nr_pages;
     return 0;
 }
 

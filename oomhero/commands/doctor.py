@@ -158,8 +158,8 @@ def _ebpf_checks() -> list[Check]:
     except ebpf.ProbeError as exc:
         checks.append(Check("libbpf", False, str(exc)))
     with contextlib.suppress(ebpf.ProbeError):  # no charge function: "kprobe target" says so
-        function = ebpf.charge_function()
-        why = ebpf.core_refusal(function)  # the file being there is not enough: load it
+        # The file being there is not enough: load it (each probe point in turn).
+        function, why = ebpf.core_trial(tuple(ebpf.charge_functions()))
         checks.append(Check("CO-RE probe", why is None, why or f"loads and attaches ({function})"))
     try:
         import bcc  # noqa: F401
@@ -204,7 +204,8 @@ def _ebpf_checks() -> list[Check]:
         )
     )
     try:
-        checks.append(Check("kprobe target", True, f"{ebpf.charge_function()} in /proc/kallsyms"))
+        functions = ", ".join(ebpf.charge_functions())
+        checks.append(Check("kprobe target", True, f"{functions} in /proc/kallsyms"))
     except ebpf.ProbeError as exc:
         checks.append(Check("kprobe target", False, str(exc)))
     return checks
