@@ -39,6 +39,14 @@ struct {
     __type(value, struct seen);
 } seen SEC(".maps");
 
+// Bumped by user space after it adds or removes a watch: the per-CPU lines are stale then.
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u64);
+} generation SEC(".maps");
+
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
     __uint(max_entries, 16 * 4096);
@@ -72,12 +80,16 @@ static __always_inline struct mem_cgroup *memory_owner(struct page_counter *coun
                                                                                        : NULL;
 }
 
-// One cgroup of the charged one's line: report a crossing of its armed thresholds, if any.
-static __always_inline void check(struct mem_cgroup *memcg, unsigned long nr_pages)
+static __always_inline __u64 cgroup_id_of(struct mem_cgroup *memcg)
 {
-    __u64 id = BPF_CORE_READ(memcg, css.cgroup, kn, id);
-    struct watch *watch = bpf_map_lookup_elem(&watches, &id);
-    if (!watch || !watch->armed)
+    return BPF_CORE_READ(memcg, css.cgroup, kn, id);
+}
+
+// A watched cgroup of the charged one's line: report a crossing of its armed thresholds.
+static __always_inline void check(struct mem_cgroup *memcg, __u64 id, struct watch *watch,
+                                  unsigned long nr_pages)
+{
+    if (!watch->armed)
         return;
     __u64 usage = BPF_CORE_READ(memcg, memory.usage.counter) + nr_pages;  // pages, not bytes
     __u32 level = watch_crossed(watch, usage);
@@ -91,25 +103,77 @@ static __always_inline void check(struct mem_cgroup *memcg, unsigned long nr_pag
     bpf_ringbuf_submit(event, 0);
 }
 
-// The charged cgroup, then its ancestors: the hierarchy the kernel charges.
-static __always_inline void walk(struct mem_cgroup *memcg, unsigned long nr_pages)
+// The charged cgroup (``id``), then its ancestors: each watched one checked and remembered in
+// this CPU's line.
+static __always_inline void walk(struct seen *mine, struct mem_cgroup *memcg, __u64 id,
+                                 __u64 generation_now, unsigned long nr_pages)
 {
+    __u64 found = 0;
+    mine->line_memcg = (__u64)memcg;
+    mine->line_id = id;
+    mine->line_generation = generation_now;
     for (int depth = 0; depth < MAX_DEPTH && memcg; depth++) {
-        check(memcg, nr_pages);
+        if (depth)
+            id = cgroup_id_of(memcg);
+        struct watch *watch = bpf_map_lookup_elem(&watches, &id);
+        if (watch) {
+            check(memcg, id, watch, nr_pages);
+            if (found < LINE_WATCHED) {
+                mine->watched_memcg[found] = (__u64)memcg;
+                mine->watched_id[found] = id;
+            }
+            found++;
+        }
         struct cgroup_subsys_state *parent = BPF_CORE_READ(memcg, css.parent);
         // container_of: css is mem_cgroup's first member, wherever the kernel puts it.
         memcg = parent ? (void *)parent - bpf_core_field_offset(struct mem_cgroup, css) : NULL;
     }
+    mine->line_watched = found;
+    if (found > LINE_WATCHED)
+        mine->line_memcg = 0;  // too many to remember: walked at every charge
+}
+
+// Whether this CPU's line is the charged cgroup's, as it stands: then its watched levels are
+// checked without a walk.
+static __always_inline int from_line(struct seen *mine, __u64 memcg, __u64 id,
+                                     __u64 generation_now, unsigned long nr_pages)
+{
+    if (mine->line_memcg != memcg || mine->line_id != id ||
+        mine->line_generation != generation_now)
+        return 0;
+    for (int i = 0; i < LINE_WATCHED; i++) {
+        if (i >= mine->line_watched)
+            break;
+        __u64 watched = mine->watched_id[i];
+        struct watch *watch = bpf_map_lookup_elem(&watches, &watched);
+        if (watch)
+            check((void *)mine->watched_memcg[i], watched, watch, nr_pages);
+    }
+    return 1;
+}
+
+static __always_inline __u64 current_generation(void)
+{
+    __u32 zero = 0;
+    __u64 *now = bpf_map_lookup_elem(&generation, &zero);
+    return now ? *now : 0;
 }
 
 // page_counter_try_charge(struct page_counter *counter, unsigned long nr_pages, fail): once
 // per batch, for every kind of page counter; only a memcg's `memory` counter is checked.
 static __always_inline int on_counter_charge(struct page_counter *counter, unsigned long nr_pages)
 {
-    count_call();
-    struct mem_cgroup *memcg = memory_owner(counter);
-    if (memcg)
-        walk(memcg, nr_pages);
+    struct seen *mine = count_call();
+    if (!mine)
+        return 0;
+    // The line is checked before the counter: a memsw (or other) counter's candidate is never
+    // the address of a mem_cgroup whose memory counter was validated.
+    struct mem_cgroup *memcg = (void *)counter - bpf_core_field_offset(struct mem_cgroup, memory);
+    __u64 id = cgroup_id_of(memcg);
+    __u64 generation_now = current_generation();
+    if (from_line(mine, (__u64)memcg, id, generation_now, nr_pages) || !memory_owner(counter))
+        return 0;
+    walk(mine, memcg, id, generation_now, nr_pages);
     return 0;
 }
 
@@ -121,7 +185,10 @@ static __always_inline int on_charge(struct mem_cgroup *memcg, unsigned int nr_p
     __u64 usage = BPF_CORE_READ(memcg, memory.usage.counter);
     if (!mine || seen_before(mine, (__u64)memcg, usage, nr_pages))
         return 0;
-    walk(memcg, nr_pages);
+    __u64 id = cgroup_id_of(memcg);
+    __u64 generation_now = current_generation();
+    if (!from_line(mine, (__u64)memcg, id, generation_now, nr_pages))
+        walk(mine, memcg, id, generation_now, nr_pages);
     return 0;
 }
 

@@ -26,6 +26,10 @@ struct watch {
     __u32 pad;
 };
 
+// Watched cgroups in one charged cgroup's line (itself and its ancestors) that the per-CPU
+// cache below holds; a line with more is walked at every charge.
+#define LINE_WATCHED 4
+
 // The value of the per-CPU `seen` map: what this CPU's probe has seen.
 struct seen {
     __u64 calls;  // calls of the probed function: user space checks the probe still runs
@@ -35,6 +39,16 @@ struct seen {
     __u64 memcg;  // the charged mem_cgroup's address
     __u64 usage_pages;
     __u64 nr_pages;
+    // The charged cgroup's line as last walked: which of its levels are watched. A charge to the
+    // same cgroup checks just those, without walking the ancestors again, while `generation`
+    // (bumped by user space whenever a watch is added or removed) is the same; the cgroup id
+    // tells a mem_cgroup freed and another allocated at the same address apart.
+    __u64 line_memcg;
+    __u64 line_id;
+    __u64 line_generation;
+    __u64 line_watched;  // how many of the entries below are set
+    __u64 watched_memcg[LINE_WATCHED];
+    __u64 watched_id[LINE_WATCHED];
 };
 
 // Whether this charge is the last one again (and if not, remember it).

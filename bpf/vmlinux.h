@@ -24,6 +24,7 @@ typedef unsigned int gfp_t;
 // UAPI (include/uapi/linux/bpf.h): stable numbers.
 enum bpf_map_type {
     BPF_MAP_TYPE_HASH = 1,
+    BPF_MAP_TYPE_ARRAY = 2,
     BPF_MAP_TYPE_PERCPU_ARRAY = 6,
     BPF_MAP_TYPE_RINGBUF = 27,
 };

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from oomhero.sources.ebpf import BCC_NOT_ASKED, ProbeError, charge_functions
-from oomhero.sources.ebpf.core import OBJECT
+from oomhero.sources.ebpf.common import ARMED_CRITICAL, ARMED_WARNING
+from oomhero.sources.ebpf.core import OBJECT, CoreProbe
 from tests.real_kernel.kit import (
     MIB,
     REPO,
@@ -414,6 +415,7 @@ def test_kernel_without_a_charge_function_to_probe(tmp_path):
         ("kprobe", "kprobe", "page_counter_try_charge"),
         ("fentry:try_charge_memcg", "fentry", "try_charge_memcg"),
         ("kprobe:try_charge_memcg", "kprobe", "try_charge_memcg"),
+        ("bcc:try_charge_memcg", "kprobe", "try_charge_memcg"),
     ],
 )
 def test_attach_forced_still_fires(forced, attach, function, tmp_path, cleanup, monkeypatch):
@@ -427,7 +429,8 @@ def test_attach_forced_still_fires(forced, attach, function, tmp_path, cleanup, 
         wait_for(lambda: probe_records(watcher), COMPILE_TIMEOUT, "the probe to load")
         (ready,) = probe_records(watcher)
         got = (ready["msg"], ready["loader"], ready["attach"], ready["function"])
-        assert got == ("source ready", "core", attach, function), ready
+        loader = "bcc" if forced.startswith("bcc") else "core"
+        assert got == ("source ready", loader, attach, function), ready
         workload.to(55)
         wait_for(workload.signals, 60, "SIGUSR1")
     finally:
@@ -435,6 +438,28 @@ def test_attach_forced_still_fires(forced, attach, function, tmp_path, cleanup, 
         records = watcher.stop()
     (sent,) = [r for r in records if r.get("msg") == "signal sent"]
     assert sent["source"] == "ebpf" and 50 <= sent["probe_percent"] < 50.5, sent
+
+
+def test_a_watch_written_after_the_cgroups_line_was_cached_is_seen(tmp_path, cleanup):
+    # The probe caches, per CPU, which levels of a charged cgroup's line are watched. A
+    # container charges before oomhero finds it (its line cached with nothing watched); the
+    # watch written then must be seen at the next charge, not after some unrelated one.
+    limit = 128 * MIB
+    cgroup = make_cgroup("line", limit)
+    probe = CoreProbe()
+    probe.start(["page_counter_try_charge"], "fentry")
+    workload = Workload(cgroup, tmp_path / "signals.jsonl")
+    try:
+        workload.to(20)  # charges: the line is walked and cached, with nothing watched
+        cid = os.stat(cgroup.path).st_ino
+        probe.watch(cid, limit // 2, limit * 8 // 10, ARMED_WARNING | ARMED_CRITICAL)
+        workload.to(55)
+        crossings = wait_for(probe.consume, 30, "the probe's event for the new watch")
+    finally:
+        workload.stop()
+        probe.close()
+    assert [(c.cgroup_id, c.level) for c in crossings] == [(cid, 1)]
+    assert limit // 2 <= crossings[0].usage < limit // 2 + 256 * 1024  # within a charge batch
 
 
 KPROBES_ENABLED = Path("/sys/kernel/debug/kprobes/enabled")

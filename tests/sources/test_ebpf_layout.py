@@ -44,6 +44,8 @@ int main(void)
     F(event, cgroup_id); F(event, usage_pages); F(event, ktime_ns); F(event, level);
     F(event, pid); F(event, signalled); F(event, pad);
     F(seen, calls); F(seen, memcg); F(seen, usage_pages); F(seen, nr_pages);
+    F(seen, line_memcg); F(seen, line_id); F(seen, line_generation); F(seen, line_watched);
+    F(seen, watched_memcg); F(seen, watched_id);
     printf("size watch %zu\nsize event %zu\n", sizeof(struct watch), sizeof(struct event));
     printf("size seen %zu\n", sizeof(struct seen));
     printf("armed %d %d\n", ARMED_WARNING, ARMED_CRITICAL);

@@ -76,6 +76,8 @@ class ChargeProbe:
         self._bpf = None
         self._watches_fd = -1
         self._ring_fd = -1
+        self._watched: set[int] = set()  # cgroup ids in the watches map
+        self._generation = 0
         self._pending: list[Crossing] = []
         self._read_at = 0.0
 
@@ -142,10 +144,20 @@ class ChargeProbe:
         """Set a cgroup's thresholds (bytes) and armed bits in the probe's map."""
         # The same layout as the CO-RE loader's (common.Watch), through bcc's own libbpf.
         self._bpf["watches"][ctypes.c_uint64(cid)] = watch_value(warning, critical, armed)
+        if cid not in self._watched:
+            self._watched.add(cid)
+            self._next_generation()
 
     def unwatch(self, cid: int) -> None:
         with contextlib.suppress(KeyError):
             del self._bpf["watches"][ctypes.c_uint64(cid)]
+        self._watched.discard(cid)
+        self._next_generation()
+
+    def _next_generation(self) -> None:
+        """A watch added or removed: every CPU's cached line is stale (see core.py)."""
+        self._generation += 1
+        self._bpf["generation"][ctypes.c_int(0)] = ctypes.c_uint64(self._generation)
 
     def close(self) -> None:
         if self._bpf is not None:

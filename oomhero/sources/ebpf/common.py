@@ -21,6 +21,7 @@ BATCH_FUNCTION = "page_counter_try_charge"
 CHARGE_FUNCTIONS = (BATCH_FUNCTION, "try_charge_memcg", "try_charge")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 ARMED_WARNING, ARMED_CRITICAL = 1, 2
+LINE_WATCHED = 4  # watched levels a CPU's cached line holds (memcg_threshold.h)
 # The armed bit of the next threshold above each policy level (0 ok, 1 warning, 2 critical).
 NEXT_ARMED_BIT = (ARMED_WARNING, ARMED_CRITICAL, 0)
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
@@ -58,7 +59,12 @@ class Watch(ctypes.Structure):
 class Seen(ctypes.Structure):
     """``struct seen``: one CPU's value of the per-CPU ``seen`` map."""
 
-    _fields_ = layout("u64 calls, u64 memcg, u64 usage_pages, u64 nr_pages")
+    _fields_ = (
+        *layout("u64 calls, u64 memcg, u64 usage_pages, u64 nr_pages, u64 line_memcg"),
+        *layout("u64 line_id, u64 line_generation, u64 line_watched"),
+        ("watched_memcg", ctypes.c_uint64 * LINE_WATCHED),
+        ("watched_id", ctypes.c_uint64 * LINE_WATCHED),
+    )
 
 
 class Event(ctypes.Structure):

@@ -54,7 +54,9 @@ class CoreProbe:
         self.load_seconds: float | None = None
         self._object: libbpf.BpfObject | None = None
         self._ring: libbpf.RingBuffer | None = None
-        self._watches_fd = self._seen_fd = -1
+        self._watches_fd = self._seen_fd = self._generation_fd = -1
+        self._watched: set[int] = set()  # cgroup ids in the watches map
+        self._generation = 0
         self._pending: list[Crossing] = []
         self._read_at = 0.0
 
@@ -94,6 +96,7 @@ class CoreProbe:
         obj.attach(program)
         self._watches_fd = obj.map_fd("watches")
         self._seen_fd = obj.map_fd("seen")
+        self._generation_fd = obj.map_fd("generation")
         self._ring = libbpf.RingBuffer(obj.map_fd("events"), self._on_record)
         self._object = obj
 
@@ -119,10 +122,23 @@ class CoreProbe:
         libbpf.update_elem(
             self._watches_fd, ctypes.c_uint64(cid), watch_value(warning, critical, armed)
         )
+        if cid not in self._watched:
+            self._watched.add(cid)
+            self._next_generation()
 
     def unwatch(self, cid: int) -> None:
         with contextlib.suppress(FileNotFoundError):  # never written, or already gone
             libbpf.delete_elem(self._watches_fd, ctypes.c_uint64(cid))
+        self._watched.discard(cid)
+        self._next_generation()
+
+    def _next_generation(self) -> None:
+        """A watch added or removed: every CPU's cached line (which of a charged cgroup's levels
+        are watched) is stale; the probe walks the hierarchy again at each CPU's next charge."""
+        self._generation += 1
+        libbpf.update_elem(
+            self._generation_fd, ctypes.c_uint32(0), ctypes.c_uint64(self._generation)
+        )
 
     def close(self) -> None:
         if self._ring is not None:
