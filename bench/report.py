@@ -17,7 +17,6 @@ from pathlib import Path
 from summary import CRITICAL, LEVELS, WARNING, summarise
 
 BENCH = Path(__file__).resolve().parent
-BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 MARKERS = "os^Dv<>p"
 
 
@@ -218,11 +217,16 @@ def plot(summary: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def update_readme(readme: Path, text: str) -> None:
+def update_readme(readme: Path, parts: dict[str, str]) -> None:
+    """Replace each generated part of the README (between ``<!-- NAME:begin -->`` and
+    ``<!-- NAME:end -->``)."""
     body = readme.read_text()
-    head, rest = body.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    for name, text in parts.items():
+        begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+        head, rest = body.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        body = f"{head}{begin}\n{text}\n{end}{tail}"
+    readme.write_text(body)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     plot_path = args.plot or args.results.with_name("latency.png")
     plot(summary, plot_path)
     if args.results.resolve() == (BENCH / "results.json").resolve():
-        update_readme(BENCH / "README.md", text)
+        goals = "\n".join([header(summary["meta"]), "", *goals_table(summary)])
+        update_readme(BENCH / "README.md", {"goals": goals, "results": text})
     print(text)
     print(f"\nwrote {plot_path}")
     return 0
