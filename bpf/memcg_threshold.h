@@ -26,24 +26,40 @@ struct watch {
     __u32 pad;
 };
 
-// The value of the per-CPU `last` map: the charge this CPU checked last. Most charges are served
-// from the per-CPU stock (a batch of 64 pages charged at once) and move no page counter: with
-// the same cgroup and usage as last time, there is nothing new to check, in it or its ancestors.
-struct last_charge {
+// Watched cgroups in one charged cgroup's line (itself and its ancestors) that the per-CPU
+// cache below holds; a line with more is walked at every charge.
+#define LINE_WATCHED 4
+
+// The value of the per-CPU `seen` map: what this CPU's probe has seen.
+struct seen {
+    __u64 calls;  // calls of the probed function: user space checks the probe still runs
+    // The charge checked last, for the per-page fallback (try_charge_memcg): most charges are
+    // served from the per-CPU stock (a batch of 64 pages charged at once) and move no page
+    // counter: with the same cgroup and usage as last time, there is nothing new to check.
     __u64 memcg;  // the charged mem_cgroup's address
     __u64 usage_pages;
     __u64 nr_pages;
+    // The charged cgroup's line as last walked: which of its levels are watched. A charge to the
+    // same cgroup checks just those, without walking the ancestors again, while `generation`
+    // (bumped by user space whenever a watch is added or removed) is the same; the cgroup id
+    // tells a mem_cgroup freed and another allocated at the same address apart.
+    __u64 line_memcg;
+    __u64 line_id;
+    __u64 line_generation;
+    __u64 line_watched;  // how many of the entries below are set
+    __u64 watched_memcg[LINE_WATCHED];
+    __u64 watched_id[LINE_WATCHED];
 };
 
 // Whether this charge is the last one again (and if not, remember it).
-static __always_inline int seen_before(struct last_charge *last, __u64 memcg, __u64 usage_pages,
+static __always_inline int seen_before(struct seen *seen, __u64 memcg, __u64 usage_pages,
                                        __u64 nr_pages)
 {
-    if (last->memcg == memcg && last->usage_pages == usage_pages && nr_pages <= last->nr_pages)
+    if (seen->memcg == memcg && seen->usage_pages == usage_pages && nr_pages <= seen->nr_pages)
         return 1;
-    last->memcg = memcg;
-    last->usage_pages = usage_pages;
-    last->nr_pages = nr_pages;
+    seen->memcg = memcg;
+    seen->usage_pages = usage_pages;
+    seen->nr_pages = nr_pages;
     return 0;
 }
 

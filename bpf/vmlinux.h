@@ -24,6 +24,7 @@ typedef unsigned int gfp_t;
 // UAPI (include/uapi/linux/bpf.h): stable numbers.
 enum bpf_map_type {
     BPF_MAP_TYPE_HASH = 1,
+    BPF_MAP_TYPE_ARRAY = 2,
     BPF_MAP_TYPE_PERCPU_ARRAY = 6,
     BPF_MAP_TYPE_RINGBUF = 27,
 };
@@ -48,8 +49,17 @@ struct kernfs_node {
     __u64 id;  // u64 since 5.5: the inode number of the cgroup's directory
 };
 
+struct cgroup_subsys_state;
+
+// The value of memory_cgrp_id depends on the kernel's configuration (which controllers come
+// before memory): relocated at load, like the fields.
+enum cgroup_subsys_id {
+    memory_cgrp_id = 4,
+};
+
 struct cgroup {
     struct kernfs_node *kn;
+    struct cgroup_subsys_state *subsys[16];  // indexed by cgroup_subsys_id; its length varies
 };
 
 struct cgroup_subsys_state {

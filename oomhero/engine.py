@@ -49,7 +49,12 @@ class Engine:
             Sampler(settings, lambda: self.listeners.wants_page_cache),
         )
         self.sources = WakeSources(
-            settings, self.fds.add, self.fds.remove, report.globally, report.once_globally
+            settings,
+            self.fds.add,
+            self.fds.remove,
+            report.globally,
+            report.once_globally,
+            self.sample_soon,
         )
         self.watchlist = Watchlist(
             scanner, settings, self.sources, self.sampler, report, self.listeners,
@@ -62,14 +67,21 @@ class Engine:
         self.stopping = False
         self.stopped_by: str | None = None  # the signal that stopped the loop
 
+    def sample_soon(self, keys: set[str]) -> None:
+        """Have these targets sampled in the next wake (a source that covered them is gone)."""
+        now = self.clock()
+        for key in keys:
+            if (target := self.targets.get(key)) is not None:
+                target.next_sample_at = min(target.next_sample_at, now)
+
     def sample_all(self, source: str) -> None:
         now = self.clock()
         for target in list(self.targets.values()):
             self.sample_target(target, now, source)
 
     def sample_target(self, target: Target, now: float, source: str) -> Decision | None:
-        """One visit: read → decide → follow (threshold sources) → schedule → act. A target
-        whose cgroup is removed, or found not to be the kernel's, ends here."""
+        """One visit: read → decide → signal → follow (threshold sources) → schedule → say. A
+        target whose cgroup is removed, or found not to be the kernel's, ends here."""
         if target.key not in self.targets:
             return None  # ended earlier in this wake-up
         self.wakeups[source] += 1
@@ -93,13 +105,14 @@ class Engine:
             return None
         pressure = self.sampler.pressure(target, self.actions.no_pressure)
         decision = evaluate(target.thresholds, target.state, sample.percent, now, pressure)
+        delivery = self.actions.signal(target, decision)  # first: nothing else delays it
         self.sources.follow_target(target, sample.memory)
         own, level, rate = target.settings, target.state.level, target.growth.rate
         covered = self.sources.covers(target.key, level)
         limit = sample.memory.limit
         delay = self.polling.delay(own, level, sample.value, limit, rate, covered, now)
         target.next_sample_at = now + delay
-        self.actions.decided(target, sample, decision, source, delay)
+        self.actions.decided(target, sample, decision, source, delay, delivery)
         return decision
 
     def run(self, until: Callable[[], bool] = lambda: False, max_wait: float | None = None) -> None:
@@ -114,7 +127,9 @@ class Engine:
                 elif now >= self.watchlist.retry_at:
                     self.watchlist.retry()
                 if now >= next_scan:
-                    next_scan = now + self.rescan_interval
+                    # On a grid from clock time 0, as covered and fixed polling's samples are:
+                    # a rescan rides their wake-up instead of waking the loop on its own.
+                    next_scan = now - now % self.rescan_interval + self.rescan_interval
                 for target in due(self.targets.values(), now):
                     self.sample_target(target, now, self.polling.name)
                 self.listeners.tick(self)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 from collections.abc import Callable, Iterator
@@ -122,10 +123,12 @@ class Watchlist:
         return min((u.retry_at for u in self.unopened.values()), default=math.inf)
 
     def refresh(self, target: Target) -> None:
-        """Scan again for this target's processes (before it is signalled)."""
-        items = [item for n, item in self.scanner.scan().items() if self.names.get(n) == target.key]
-        if items:
-            target.processes.sync([info for item in items for info in item.members])
+        """Look for processes that joined this target since the last scan (right after the
+        known ones are signalled): its cgroup.procs read through the open directory, not a
+        /proc walk; only newcomers are read from /proc."""
+        if target.list_pids is not None:
+            with contextlib.suppress(OSError, ValueError):  # the next sample says what is wrong
+                target.processes.adopt(target.list_pids())
 
     def retire(self, target: Target, why: str) -> None:
         """Stop watching ``target``: every descriptor, source and probe entry it had is closed."""
@@ -213,6 +216,8 @@ class Watchlist:
 
     def _open(self, reader: Reader, item: Found) -> Target:
         target = Target(reader.key, item.name, reader, settings=item.settings or self.settings)
+        if item.pids is not None:
+            target.list_pids = functools.partial(item.pids, reader)
         if isinstance(reader, CgroupDir):
             try:
                 reader.verify()

@@ -250,6 +250,8 @@ def test_zero_interval_is_an_error():
         ("interval", "OOMHERO_INTERVAL", "11m", "must be from 10ms to 10m"),
         ("poll_floor", "OOMHERO_POLL_FLOOR", "100us", "must be from 1ms to 1s"),
         ("poll_ceiling", "OOMHERO_POLL_CEILING", "1h", "must be from 10ms to 1m"),
+        ("safety_net", "OOMHERO_SAFETY_NET", "11m", "must be from 10ms to 10m"),
+        ("safety_net", "OOMHERO_SAFETY_NET", "0", "must be from 10ms to 10m"),
         ("poll_burst", "OOMHERO_POLL_BURST", "1" + "0" * 30, "must be 0 or from 1 byte/s to 1T/s"),
         ("poll_burst", "OOMHERO_POLL_BURST", "2T/s", "must be 0 or from 1 byte/s to 1T/s"),
     ],
@@ -258,6 +260,29 @@ def test_durations_and_rates_are_bounded_and_the_error_says_the_range(key, name,
     with pytest.raises(ConfigError) as info:
         build_watch_settings({key: Setting(name, raw)})
     assert str(info.value) == f"{name}={raw!r} {message}"
+
+
+@pytest.mark.parametrize(
+    ("key", "name", "raw"),
+    [
+        ("poll_floor", "--poll-floor", "5ms"),
+        ("safety_net", "OOMHERO_SAFETY_NET", "2s"),
+    ],
+)
+def test_an_adaptive_polling_setting_with_fixed_polling_is_refused(key, name, raw):
+    given = {"interval": Setting("--interval", "1s"), key: Setting(name, raw)}
+    with pytest.raises(ConfigError) as info:
+        build_watch_settings(given)
+    assert str(info.value) == (
+        f"--interval='1s' asks for fixed polling, and {name}={raw!r} applies only to adaptive "
+        "polling: give one or the other"
+    )
+
+
+def test_the_safety_net_defaults_to_5s_and_takes_a_duration():
+    assert WatchSettings().safety_net == 5.0
+    raw = {"safety_net": Setting("--safety-net", "500ms")}
+    assert build_watch_settings(raw).safety_net == 0.5
 
 
 def test_bounds_are_inclusive():

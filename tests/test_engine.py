@@ -69,7 +69,9 @@ class FakeScanner:
             members = [info for pid in pids if (info := read_proc(pid))]
             if isinstance(reader, ScriptedReader) and reader.key is None:
                 reader.key = key
-            found[key] = Found(key, members, self._opener(reader))
+            # Its members as its cgroup.procs would list them: what the test scripts now.
+            pids = lambda _reader, key=key: self.targets[key][0]  # noqa: E731
+            found[key] = Found(key, members, self._opener(reader), pids=pids)
         return found
 
     def close(self):

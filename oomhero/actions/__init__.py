@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from oomhero import log
 from oomhero.actions.listener import Listeners
 from oomhero.actions.report import MIB, Report
-from oomhero.actions.signal import Signaller
+from oomhero.actions.signal import Delivery, Signaller
 from oomhero.kernel.kmsg import KernelLog
 from oomhero.policy import Decision
 
@@ -48,6 +48,13 @@ class Actions:
         msg = "no memory.pressure: PSI conditions cannot apply to this target"
         self.report.once(target, "no-psi", logging.WARNING, msg)
 
+    def signal(self, target: Target, decision: Decision) -> Delivery | None:
+        """The decision's signal, sent at once (the hot path: nothing is logged and no listener
+        runs before it leaves); ``decided`` then says it."""
+        if decision.signal is None:
+            return None
+        return self.signaller.deliver(target, decision)
+
     def decided(
         self,
         target: Target,
@@ -55,7 +62,10 @@ class Actions:
         decision: Decision,
         source: str,
         next_in: float,
+        delivery: Delivery | None = None,
     ) -> None:
+        """Say what a sample found and what was done: ``delivery`` is what ``signal`` sent for
+        this decision (None when it has no signal)."""
         crossing, target.crossing = target.crossing, None  # the probe's event that woke it
         self.report.clear(target, "unreadable")
         self.report.clear(target, "unlimited")
@@ -66,7 +76,7 @@ class Actions:
                     _sample_fields(target, sample, source), next_in, target.growth.rate
                 )
         else:
-            self._loud(target, sample, decision, source, next_in, crossing)
+            self._loud(target, sample, decision, source, next_in, crossing, delivery)
         self.listeners.sampled(target, sample.memory, sample.percent, decision, source)
 
     def _loud(
@@ -77,6 +87,7 @@ class Actions:
         source: str,
         next_in: float,
         crossing: Crossing | None,
+        delivery: Delivery | None,
     ) -> None:
         """A sample that says something: a probe's crossing, a level change, a signal."""
         fields = _sample_fields(target, sample, source)
@@ -89,8 +100,9 @@ class Actions:
         self.report.sampled(fields, next_in, target.growth.rate)
         if decision.changed:
             self.report.level_changed(decision, fields)
-        if decision.signal is not None:
-            self.signaller.signal(target, decision, fields)
+        if delivery is not None:
+            read_at = crossing.read_at if crossing is not None else None
+            self.signaller.say(target, decision, delivery, fields, read_at)
             self.listeners.crossed(target, sample, decision, source)
 
     def unlimited(self, target: Target, sample: Sample, source: str) -> None:

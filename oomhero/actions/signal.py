@@ -9,13 +9,14 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
 
 from oomhero import log
 from oomhero.actions.listener import Listeners
 from oomhero.actions.report import Report, about_process
-from oomhero.kernel.procfs import TrackedProcess, read_caught, read_proc
+from oomhero.kernel.procfs import TrackedProcess
 from oomhero.policy import Decision, Level
 
 if TYPE_CHECKING:
@@ -30,23 +31,16 @@ class SendResult(Enum):
 
 
 def send(
-    process: TrackedProcess,
-    sig: int,
-    uncaught: bool = False,
-    proc: str = "/proc",
-    dry_run: bool = False,
+    process: TrackedProcess, sig: int, uncaught: bool = False, dry_run: bool = False
 ) -> SendResult:
-    """Signal ``process`` if it handles ``sig`` (its SigCgt, read now: a handler installed late
-    counts), or whatever it does with ``uncaught``. Signal 0 only checks permission; a
-    ``dry_run`` checks all the same and sends signal 0 in its place."""
+    """Signal ``process`` if it handles ``sig`` (its SigCgt, read now from its own status: a
+    handler installed late counts), or whatever it does with ``uncaught``. Signal 0 only
+    checks permission; a ``dry_run`` checks all the same and sends signal 0 in its place."""
     if process.pidfd < 0:
         return SendResult.GONE
     if sig and not uncaught:
-        caught = read_caught(process.pid, proc)
-        # The same start time afterwards: that status was this process's, not a newcomer's
-        # with its pid (a pid never goes back to an exited process).
-        again = read_proc(process.pid, proc)
-        if caught is None or again is None or again.starttime != process.info.starttime:
+        caught = process.caught()
+        if caught is None:
             return SendResult.GONE
         if not caught >> (sig - 1) & 1:
             return SendResult.UNCAUGHT
@@ -74,8 +68,27 @@ def denied_hint(process: TrackedProcess) -> str:
     return f"pid {process.pid} refused the signal: grant oomhero CAP_KILL"
 
 
+@dataclass
+class Sent:
+    """One process's outcome, and when (monotonic) its ``pidfd_send_signal`` returned."""
+
+    process: TrackedProcess
+    result: SendResult
+    at: float
+
+
+@dataclass
+class Delivery:
+    """What a decision's signal did, in the order it was sent: said once it has left."""
+
+    sig: signal.Signals
+    sent: list[Sent] = field(default_factory=list)
+    in_kernel: set[int] = field(default_factory=set)  # pids --bpf-signal reached (critical)
+
+
 class Signaller:
-    """Sends a decision's signal to the target's chosen processes, and says what happened."""
+    """Sends a decision's signal to the target's chosen processes (``deliver``: nothing else
+    before it leaves), then says what happened (``say``)."""
 
     def __init__(
         self,
@@ -86,9 +99,9 @@ class Signaller:
         listeners: Listeners,
         dry_run: bool = False,
     ) -> None:
-        """``refresh(target)`` rescans the target's processes right before a signal: a process
-        that started since the last scan (a new workload can cross both thresholds within one
-        rescan interval) must get it too. Crossings are rare, so the scan's cost is too."""
+        """``refresh(target)`` looks for processes that started in the target since it was
+        last scanned (a new workload can cross both thresholds within one rescan interval):
+        they get the signal too, after the known ones."""
         self.signal_target = signal_target
         self.uncaught = uncaught  # also processes without a handler (--signal-uncaught)
         self.refresh = refresh
@@ -96,36 +109,60 @@ class Signaller:
         self.listeners = listeners
         self.dry_run = dry_run  # --dry-run: everything but the signal itself
 
-    def signal(self, target: Target, decision: Decision, fields: dict[str, object]) -> None:
+    def deliver(self, target: Target, decision: Decision) -> Delivery:
+        """The hot path: the known processes first, then newcomers; no log line is built and
+        no listener runs until ``say``."""
         own = target.settings
         sig = own.critical_signal if decision.signal is Level.CRITICAL else own.warning_signal
-        self.refresh(target)
-        chosen = target.processes.chosen(self.signal_target)
         in_kernel, target.signalled_in_kernel = target.signalled_in_kernel, set()
-        if decision.signal is Level.CRITICAL and in_kernel:
-            # --bpf-signal: the probe already signalled the allocating process; once is enough.
-            for pid in in_kernel:
-                self._sent(target, decision, sig, pid, "kernel")
-                log.event(
-                    logging.WARNING,
-                    "signal sent in the kernel",
-                    pid=pid,
-                    signal=sig.name,
-                    threshold="critical",
-                    **fields,
-                )
-            chosen = [p for p in chosen if p.pid not in in_kernel]
-        if not chosen and not in_kernel:
+        # --bpf-signal: the probe already signalled the allocating process; once is enough.
+        skip = in_kernel if decision.signal is Level.CRITICAL else set()
+        delivery = Delivery(sig, in_kernel=skip)
+        tried = set(skip)
+        for attempt in range(2):
+            if attempt:
+                self.refresh(target)
+            for process in target.processes.chosen(self.signal_target):
+                if process.pid not in tried:
+                    tried.add(process.pid)
+                    result = send(process, sig, self.uncaught, self.dry_run)
+                    delivery.sent.append(Sent(process, result, time.monotonic()))
+        return delivery
+
+    def say(
+        self,
+        target: Target,
+        decision: Decision,
+        delivery: Delivery,
+        fields: dict[str, object],
+        read_at: float | None = None,
+    ) -> None:
+        """The log lines (one per signal sent) and the listeners, after the signal left.
+        ``read_at``: when the probe's event that led here was read (monotonic), for each
+        line's ``handoff_ms``."""
+        sig, threshold = delivery.sig, decision.signal.label
+        for pid in sorted(delivery.in_kernel):
+            self._sent(target, decision, sig, pid, "kernel")
+            log.event(
+                logging.WARNING,
+                "signal sent in the kernel",
+                pid=pid,
+                signal=sig.name,
+                threshold="critical",
+                **fields,
+            )
+        if not delivery.in_kernel and all(s.result is SendResult.GONE for s in delivery.sent):
             log.event(logging.WARNING, "no process to signal", signal=sig.name, **fields)
-        threshold = decision.signal.label
-        for process in chosen:
-            result = send(process, sig, self.uncaught, dry_run=self.dry_run)
+        for sent in delivery.sent:
+            process, result = sent.process, sent.result
             about = about_process(process, sig)
             if result is SendResult.SENT and self.dry_run:
                 self.report.not_sent_dry_run(about, threshold, decision.reason, fields)
             elif result is SendResult.SENT:
                 self._sent(target, decision, sig, process.pid, "user")
                 said = {"threshold": threshold, "reason": decision.reason, **fields}
+                if read_at is not None:
+                    said["handoff_ms"] = round((sent.at - read_at) * 1000, 3)
                 log.event(logging.WARNING, "signal sent", **about, **said)
             elif result is SendResult.GONE:
                 target.processes.forget(process.pid)

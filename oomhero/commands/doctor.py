@@ -273,8 +273,8 @@ def _ebpf_checks() -> list[Check]:
         checks.append(Check("libbpf", False, str(exc)))
     core = False
     with contextlib.suppress(ebpf.ProbeError):  # no charge function: "kprobe target" says so
-        function = ebpf.charge_function()
-        why = ebpf.core_refusal(function)  # the file being there is not enough: load it
+        # The file being there is not enough: load it (each probe point in turn).
+        function, why = ebpf.core_trial(tuple(ebpf.charge_functions()))
         core = why is None
         checks.append(Check("CO-RE probe", core, why or f"loads and attaches ({function})"))
     bcc_only = len(checks)  # what follows only the bcc fallback needs
@@ -324,7 +324,8 @@ def _ebpf_checks() -> list[Check]:
         )
     )
     try:
-        checks.append(Check("kprobe target", True, f"{ebpf.charge_function()} in /proc/kallsyms"))
+        functions = ", ".join(ebpf.charge_functions())
+        checks.append(Check("kprobe target", True, f"{functions} in /proc/kallsyms"))
     except ebpf.ProbeError as exc:
         checks.append(Check("kprobe target", False, str(exc)))
     return checks

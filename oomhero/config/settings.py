@@ -47,6 +47,9 @@ class WatchSettings:
     poll_floor: float = 0.01
     poll_ceiling: float = 1.0
     poll_burst: int = 1024**3  # bytes/s a target may start growing at unannounced; 0: none
+    # Adaptive polling of a target whose next threshold the eBPF probe watches: the safety net
+    # for what the probe cannot see (a changed limit, a fall that re-arms a threshold).
+    safety_net: float = 5.0
     sources: tuple[str, ...] = DEFAULT_SOURCES
     bpf_signal: bool = False  # the probe sends the critical signal itself, in the kernel
     bcc: bool = False  # the probe may fall back to bcc: ebpf asked for, not just the default
@@ -109,6 +112,7 @@ _PARSERS = {
     "poll_floor": lambda n, r: parse_duration(n, r, 0.001, 1),
     "poll_ceiling": lambda n, r: parse_duration(n, r, 0.01, 60),
     "poll_burst": parse_rate,
+    "safety_net": lambda n, r: parse_duration(n, r, 0.01, 600),
     "sources": parse_sources,
     "bpf_signal": parse_bool,
     "signal_uncaught": parse_bool,
@@ -151,7 +155,8 @@ def build_watch_settings(
         )
     if result.hysteresis >= result.warning:
         raise ConfigError(f"{label('hysteresis')} must be below {label('warning')}")
-    adaptive_only = [k for k in ("poll_floor", "poll_ceiling", "poll_burst") if k in settings]
+    adaptive = ("poll_floor", "poll_ceiling", "poll_burst", "safety_net")
+    adaptive_only = [k for k in adaptive if k in settings]
     if "interval" in settings and adaptive_only:
         raise ConfigError(
             f"{label('interval')} asks for fixed polling, and {label(adaptive_only[0])} applies "

@@ -66,7 +66,12 @@ WATCH_FLAGS = (
     _f("poll_floor", "DUR",
        "adaptive polling: never sample more often than this (default 10ms)", WAKE_UPS),
     _f("poll_ceiling", "DUR",
-       "adaptive polling: sample at least this often (default 1s)", WAKE_UPS),
+       "adaptive polling: sample at least this often, unless the eBPF probe watches the next "
+       "threshold (see --safety-net) (default 1s)", WAKE_UPS),
+    _f("safety_net", "DUR", "adaptive polling: while the eBPF probe watches a target's next "
+       "threshold, sample it only this often, for what the probe cannot see (a changed limit, a "
+       "fall below a threshold that re-arms it, a probe that stopped) (default {safety_net:g}s)",
+       WAKE_UPS),
     _f("poll_burst", "RATE", "adaptive polling: assume a target may start growing this fast "
        "(bytes/s) unseen, and sample a small one often enough to catch that (default 1G; 0: "
        "follow only the measured rate, one sample per ceiling while idle)", WAKE_UPS),

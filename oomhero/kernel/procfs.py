@@ -35,10 +35,26 @@ def parse_stat(text: str) -> tuple[str, int, int, int]:
 def read_proc(pid: int, proc: str = "/proc") -> ProcInfo | None:
     """None when the process is gone (or vanishes while being read)."""
     try:
-        # Not UTF-8 is no reason to lose a process: a name is any 15 bytes (prctl, exec).
-        with open(f"{proc}/{pid}/stat", encoding="utf-8", errors="surrogateescape") as f:
-            comm, ppid, flags, starttime = parse_stat(f.read())
-        uid = os.stat(f"{proc}/{pid}").st_uid
+        dirfd = os.open(f"{proc}/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return _proc_info(pid, dirfd)
+    finally:
+        os.close(dirfd)
+
+
+def _proc_info(pid: int, dirfd: int) -> ProcInfo | None:
+    """The process whose /proc directory ``dirfd`` is (None once it is gone)."""
+    try:
+        fd = os.open("stat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=dirfd)
+        try:
+            # Not UTF-8 is no reason to lose a process: a name is any 15 bytes (prctl, exec).
+            text = os.read(fd, 4096).decode(errors="surrogateescape")
+        finally:
+            os.close(fd)
+        comm, ppid, flags, starttime = parse_stat(text)
+        uid = os.fstat(dirfd).st_uid
     except (OSError, ValueError, IndexError):
         return None
     return ProcInfo(pid, ppid, comm, starttime, uid, bool(flags & PF_KTHREAD))
@@ -60,22 +76,17 @@ def current_comm(info: ProcInfo, proc: str = "/proc") -> str:
     return comm if starttime == info.starttime else info.comm
 
 
-def parse_caught(status: str) -> int:
+def parse_caught(status: bytes) -> int:
     """The ``SigCgt`` mask of a ``/proc/<pid>/status`` text: bit ``n - 1`` set when signal ``n``
-    has a handler. A process without the line (none in practice) catches nothing."""
-    for line in status.splitlines():
-        if line.startswith("SigCgt:"):
-            return int(line.split(":", 1)[1].strip(), 16)
-    return 0
-
-
-def read_caught(pid: int, proc: str = "/proc") -> int | None:
-    """The signals ``pid`` catches now; None when it is gone (status is world-readable)."""
+    has a handler. A text without the line (none in practice) catches nothing."""
+    start = status.find(b"\nSigCgt:")
+    if start < 0:
+        return 0
+    end = status.find(b"\n", start + 1)
     try:
-        with open(f"{proc}/{pid}/status") as f:
-            return parse_caught(f.read())
-    except (OSError, ValueError):
-        return None
+        return int(status[start + 8 : end if end >= 0 else None].strip(), 16)
+    except ValueError:
+        return 0
 
 
 def process_generation(proc: str = "/proc") -> tuple[int, str]:
@@ -141,35 +152,68 @@ def list_pids(proc: str = "/proc") -> list[int]:
     return [int(name) for name in os.listdir(proc) if name.isdigit()]
 
 
-class TrackedProcess:
-    """A process with a pidfd opened at discovery: signals go to this process or to nobody."""
+# Enough of /proc/<pid>/status for its SigCgt line (~1.4 KiB in); read further only when a
+# process's status is longer before it (thousands of supplementary groups), up to STATUS_MOST.
+STATUS_FIRST, STATUS_MOST = 4096, 1 << 20
 
-    def __init__(self, info: ProcInfo, pidfd: int) -> None:
+
+class TrackedProcess:
+    """A process with a pidfd and its ``status`` held open from discovery: signals go to this
+    process or to nobody, and its handlers are read from its own status. A descriptor of
+    /proc/<pid>/status stays bound to the process it was opened for: once that process is
+    reaped, reads fail (ESRCH) whoever takes its pid, so no start-time check is needed later."""
+
+    def __init__(self, info: ProcInfo, pidfd: int, status_fd: int = -1) -> None:
         self.info = info
         self.pidfd = pidfd
+        self.status_fd = status_fd
 
     @property
     def pid(self) -> int:
         return self.info.pid
 
+    def caught(self) -> int | None:
+        """The signals it catches now (its SigCgt), None once it is gone: one ``pread``."""
+        if self.status_fd < 0:
+            return None
+        try:
+            status = os.pread(self.status_fd, STATUS_FIRST, 0)
+            if len(status) == STATUS_FIRST and b"\nSigCgt:" not in status:
+                status = os.pread(self.status_fd, STATUS_MOST, 0)
+        except OSError:
+            return None
+        return parse_caught(status)
+
     def close(self) -> None:
-        if self.pidfd >= 0:
-            os.close(self.pidfd)
-            self.pidfd = -1
+        for fd in (self.pidfd, self.status_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.pidfd = self.status_fd = -1
 
     @classmethod
     def open(cls, info: ProcInfo, proc: str = "/proc") -> TrackedProcess | None:
-        """Open a pidfd, then check the pid still names the same process (same start time):
-        a pid reused between the scan and pidfd_open is never adopted."""
+        """Open a pidfd and the process's status, then check through its /proc directory
+        (opened before the pidfd) that the pid still names the same process (same start
+        time): a pid reused meanwhile is never adopted."""
         try:
-            pidfd = os.pidfd_open(info.pid)
+            dirfd = os.open(f"{proc}/{info.pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
             return None
-        again = read_proc(info.pid, proc)
-        if again is None or again.starttime != info.starttime:
-            os.close(pidfd)
+        pidfd = status_fd = -1
+        try:
+            pidfd = os.pidfd_open(info.pid)
+            status_fd = os.open("status", os.O_RDONLY | os.O_CLOEXEC, dir_fd=dirfd)
+            again = _proc_info(info.pid, dirfd)
+            if again is not None and again.starttime == info.starttime:
+                tracked, pidfd, status_fd = cls(info, pidfd, status_fd), -1, -1
+                return tracked
             return None
-        return cls(info, pidfd)
+        except OSError:
+            return None
+        finally:
+            for fd in (pidfd, status_fd, dirfd):
+                if fd >= 0:
+                    os.close(fd)
 
 
 class ProcessSet:
@@ -188,6 +232,15 @@ class ProcessSet:
                 del self.by_pid[pid]
         for pid, info in current.items():
             if pid not in self.by_pid:
+                tracked = TrackedProcess.open(info, proc)
+                if tracked:
+                    self.by_pid[pid] = tracked
+
+    def adopt(self, pids: Iterable[int], proc: str = "/proc") -> None:
+        """Track the processes of ``pids`` not tracked yet (a target's cgroup.procs, read
+        again): only newcomers are read from /proc, those tracked are left as they are."""
+        for pid in pids:
+            if pid not in self.by_pid and (info := read_proc(pid, proc)) and not info.kthread:
                 tracked = TrackedProcess.open(info, proc)
                 if tracked:
                     self.by_pid[pid] = tracked

@@ -41,10 +41,18 @@ class WakeSources:
     limit, closed when it goes. ``register``/``unregister`` hand file descriptors to the loop."""
 
     def __init__(
-        self, settings: WatchSettings, register, unregister, say: Say, say_once: Say
+        self,
+        settings: WatchSettings,
+        register,
+        unregister,
+        say: Say,
+        say_once: Say,
+        resample: Callable[[set[str]], None],
     ) -> None:
         """``say(msg, **fields)`` logs what happens later, away from any target (the eBPF probe
-        becoming ready, or failing); ``say_once(what, msg, **fields)`` logs it once."""
+        becoming ready, or failing); ``say_once(what, msg, **fields)`` logs it once;
+        ``resample(keys)`` has those targets sampled soon (the probe that covered them
+        failed)."""
         self.settings = settings
         self.say_once = say_once
         self.names = settings.sources
@@ -58,7 +66,9 @@ class WakeSources:
         self.probe: ProbeWatches | None = None
         if "ebpf" in self.names:
             signal = int(settings.critical_signal) if settings.bpf_signal else 0
-            self.probe = ProbeWatches(signal, register, unregister, say, settings.bcc)
+            self.probe = ProbeWatches(
+                signal, register, unregister, say, resample, settings.safety_net, settings.bcc
+            )
 
     def attach(self, key: str, cgroup: CgroupDir) -> dict[str, str]:
         """Open inotify and PSI for a target (eventfd waits for its limit: see ``follow_limit``).

@@ -88,16 +88,18 @@ class Polling:
         now: float = 0.0,
     ) -> float:
         """Seconds until the next sample of a target at ``level`` with its ``own`` thresholds,
-        at ``value`` of ``limit`` bytes now, growing at ``rate`` bytes/s. ``covered``: a kernel
+        at ``value`` of ``limit`` bytes now, growing at ``rate`` bytes/s. Fixed polling is on a
+        grid of its interval from clock time 0 (``now``): every target falls due in one wake,
+        and the engine's rescans, on a grid too, ride it. ``covered``: a kernel
         source checks its next threshold at every charge (the eBPF probe, armed), so adaptive
         polling relaxes to the ceiling, the safety net for what that source cannot see; on a
         grid of the ceiling from clock time 0 (``now``), so that every covered target falls due
         in the same wake, as fixed polling's do."""
         s = self.settings
         if s.interval is not None:
-            return s.interval
+            return s.interval - now % s.interval
         if covered:
-            return s.poll_ceiling - now % s.poll_ceiling
+            return s.safety_net - now % s.safety_net
         above = {Level.OK: own.warning, Level.WARNING: own.critical}.get(level)
         next_threshold = None if above is None else int(limit * above / 100)
         return next_delay(value, next_threshold, rate, s.poll_floor, s.poll_ceiling, s.poll_burst)

@@ -49,6 +49,9 @@ class Found:
     open_reader: Callable[[], Reader]
     settings: WatchSettings | None = None  # this target's own, where it has any (node mode)
     identity: str | None = None  # the reader's key, where the scan knows it without opening
+    # How its reader lists the target's processes now (a cgroup's cgroup.procs through its open
+    # directory): a look for newcomers right before a signal, without a /proc walk.
+    pids: Callable[[Reader], list[int]] | None = None
 
 
 class Scanner(Protocol):
@@ -81,6 +84,7 @@ class Target:
     crossing: Crossing | None = None  # the eBPF probe's event that woke this sample
     signalled_in_kernel: set[int] = field(default_factory=set)  # pids --bpf-signal reached
     last_signal: tuple[str, float] | None = None  # signal name, wall-clock time
+    list_pids: Callable[[], list[int]] | None = None  # Found.pids of its reader
     thresholds: Thresholds = field(init=False)  # the policy's view of ``settings``
 
     def __post_init__(self) -> None:

@@ -52,7 +52,9 @@ class CgroupScanner:
                 cgroup.close()
             members = [info for pid in pids if (info := read_proc(pid, self.proc))]
             opener = functools.partial(self._open, path)
-            found[path] = Found(cgroup.path, members, opener, identity=identity)
+            found[path] = Found(
+                cgroup.path, members, opener, identity=identity, pids=CgroupDir.subtree_pids
+            )
         return found
 
     def _open(self, path: str) -> CgroupDir:
@@ -129,7 +131,9 @@ class ProcessTreeScanner:
 
     def scan(self) -> dict[str, Found]:
         members = [info for pid in self.reader.pids() if (info := read_proc(pid))]
-        return {self.name: Found(self.name, members, lambda: self.reader)}
+        return {
+            self.name: Found(self.name, members, lambda: self.reader, pids=ProcessTreeReader.pids)
+        }
 
     def close(self) -> None:
         pass  # the reader is the target's to close

@@ -278,7 +278,8 @@ class NodeScanner:
             why = "--include"
         else:
             return Seen(container, "not opted in")
-        found = Found(container.name, members, self._opener(container.path), settings)
+        opener = self._opener(container.path)
+        found = Found(container.name, members, opener, settings, pids=CgroupDir.pids)
         return Seen(container, f"watched: {why}", found)
 
     def scan(self) -> dict[str, Found]:

@@ -6,7 +6,7 @@ import errno
 import os
 from collections.abc import Callable
 
-from oomhero.kernel.cgroup import CgroupError, CgroupRefused
+from oomhero.kernel.cgroup import CgroupDir, CgroupError, CgroupRefused
 from oomhero.kernel.locate import membership_of, open_for_pid
 from oomhero.kernel.procfs import ProcInfo, list_pids, read_proc
 from oomhero.targets import Found, Reader
@@ -42,7 +42,7 @@ class PodScanner:
             groups.setdefault(membership.key, []).append(info)
             paths[membership.key] = membership.path
         return {
-            key: Found(paths[key], members, self._opener(members))
+            key: Found(paths[key], members, self._opener(members), pids=CgroupDir.pids)
             for key, members in groups.items()
         }
 

@@ -70,6 +70,7 @@ def test_flag_beats_env_var():
         ({"COOLDOWN": "1e30"}, ["COOLDOWN='1e30' is not a duration"]),
         ({"COOLDOWN": "2h"}, ["COOLDOWN='2h' must be 0 or from 100ms to 1h"]),
         ({"OOMHERO_POLL_CEILING": "1h"}, ["OOMHERO_POLL_CEILING='1h' must be from 10ms to 1m"]),
+        ({"OOMHERO_SAFETY_NET": "forever"}, ["OOMHERO_SAFETY_NET='forever' is not a duration"]),
         ({"OOMHERO_POLL_BURST": "1" + "0" * 30}, ["OOMHERO_POLL_BURST=", "to 1T/s"]),
         ({"WARNING_SIGNAL": "SIGUSR1 "}, ["WARNING_SIGNAL='SIGUSR1 ' is not a signal"]),
         ({"CRITICAL_SIGNAL": "SIGKILL"}, ["CRITICAL_SIGNAL='SIGKILL' cannot be caught"]),

@@ -17,7 +17,6 @@ from oomhero.kernel.procfs import (
     parse_stat,
     process_generation,
     raise_open_file_limit,
-    read_caught,
     read_environ_memory,
     read_proc,
 )
@@ -34,18 +33,59 @@ def test_parse_stat_tricky_comms(comm):
 
 
 def test_parse_caught_reads_the_sigcgt_mask():
-    status = "Name:\tapp\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000001000\n"
-    assert parse_caught(status + "SigCgt:\t0000000000000a00\n") == (1 << 9) | (1 << 11)
+    status = b"Name:\tapp\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000001000\n"
+    assert parse_caught(status + b"SigCgt:\t0000000000000a00\n") == (1 << 9) | (1 << 11)
+    assert parse_caught(status + b"SigCgt:\t0000000000000a00") == (1 << 9) | (1 << 11)
     assert parse_caught(status) == 0
+    # A comm cannot forge the line: the kernel escapes a newline in Name. Garbage is nothing.
+    assert parse_caught(b"Name:\tx\\nSigCgt:\tffff\nSigCgt:\tzz\n") == 0
 
 
-def test_read_caught_tells_handlers_from_none(recorder, sleeper):
-    usr1, usr2 = 1 << (signal.SIGUSR1 - 1), 1 << (signal.SIGUSR2 - 1)
-    assert read_caught(recorder.pid) & (usr1 | usr2) == usr1 | usr2
-    assert read_caught(sleeper.pid) & (usr1 | usr2) == 0
-    sleeper.kill()
-    sleeper.wait()
-    assert read_caught(sleeper.pid) is None
+USR1, USR2 = 1 << (signal.SIGUSR1 - 1), 1 << (signal.SIGUSR2 - 1)
+
+
+def test_caught_tells_handlers_from_none_through_the_kept_status(recorder, sleeper):
+    handler, plain = (
+        TrackedProcess.open(read_proc(recorder.pid)),
+        TrackedProcess.open(read_proc(sleeper.pid)),
+    )
+    try:
+        assert handler.caught() & (USR1 | USR2) == USR1 | USR2
+        assert plain.caught() & (USR1 | USR2) == 0
+        sleeper.kill()
+        sleeper.wait()  # reaped: the kept descriptor reads nothing more, whoever gets the pid
+        assert plain.caught() is None
+    finally:
+        handler.close()
+        plain.close()
+    assert handler.caught() is None  # closed
+
+
+GROUPS_CHILD = (
+    "import os, signal, time\n"
+    "os.setgroups(list(range(1, 3001)))\n"
+    "signal.signal(signal.SIGUSR1, lambda *a: None)\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to set 3000 supplementary groups")
+def test_caught_finds_sigcgt_past_a_long_groups_line():
+    # Thousands of supplementary groups put SigCgt beyond the first read of /proc/PID/status.
+    child = subprocess.Popen([sys.executable, "-c", GROUPS_CHILD], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.readline() == b"ready\n"
+        with open(f"/proc/{child.pid}/status", "rb") as f:
+            assert f.read().index(b"SigCgt:") > 4096  # the test shows what it means to
+        tracked = TrackedProcess.open(read_proc(child.pid))
+        try:
+            assert tracked.caught() & USR1
+        finally:
+            tracked.close()
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_parse_stat_of_this_process_agrees_with_the_kernel():
@@ -105,12 +145,13 @@ def test_list_pids_of_the_real_proc_includes_this_process():
 def test_tracked_process_opens_a_pidfd_for_the_live_process(sleeper):
     tracked = TrackedProcess.open(read_proc(sleeper.pid))
     try:
-        assert tracked.pidfd >= 0
+        assert tracked.pidfd >= 0 and tracked.status_fd >= 0
         assert tracked.pid == sleeper.pid
-        os.fstat(tracked.pidfd)  # a real, open fd
+        os.fstat(tracked.pidfd)  # real, open fds
+        os.fstat(tracked.status_fd)
     finally:
         tracked.close()
-    assert tracked.pidfd == -1
+    assert tracked.pidfd == -1 and tracked.status_fd == -1
 
 
 def test_tracked_process_refuses_a_stale_start_time(sleeper):
@@ -171,6 +212,21 @@ def test_process_set_skips_members_that_are_already_gone(sleeper):
     processes.sync([info, read_proc(os.getpid())])
     try:
         assert list(processes.by_pid) == [os.getpid()]
+    finally:
+        processes.close()
+
+
+def test_process_set_adopt_opens_newcomers_only(sleeper, recorder):
+    processes = ProcessSet()
+    try:
+        processes.sync([read_proc(recorder.pid)])
+        known = processes.by_pid[recorder.pid]
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        processes.adopt([recorder.pid, sleeper.pid, gone.pid, 2**22 + 7])
+        assert sorted(processes.by_pid) == sorted([recorder.pid, sleeper.pid])
+        assert processes.by_pid[recorder.pid] is known  # not reopened
+        assert processes.by_pid[sleeper.pid].pidfd >= 0
     finally:
         processes.close()
 

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from oomhero.sources.ebpf import BCC_NOT_ASKED, ProbeError, charge_function
-from oomhero.sources.ebpf.core import OBJECT
+from oomhero.sources.ebpf import BCC_NOT_ASKED, ProbeError, charge_functions
+from oomhero.sources.ebpf.common import ARMED_CRITICAL, ARMED_WARNING
+from oomhero.sources.ebpf.core import OBJECT, CoreProbe
 from tests.real_kernel.kit import (
     MIB,
     REPO,
@@ -80,12 +81,12 @@ def probe_records(watcher: Watcher) -> list[dict]:
 
 
 def wait_ready(watcher: Watcher, loader: str) -> dict:
-    """The ``source ready`` line, checked to name ``loader`` (and, for CO-RE, fentry: the
-    same .o takes it on 6.1 and 6.12)."""
+    """The ``source ready`` line, checked to name ``loader`` and the per-batch probe point (and,
+    for CO-RE, fentry: the same .o takes it on 6.1 and 6.12)."""
     wait_for(lambda: probe_records(watcher), COMPILE_TIMEOUT, "the probe to load")
     (ready,) = probe_records(watcher)
     assert ready["msg"] == "source ready", ready
-    assert ready["loader"] == loader and ready["function"] == charge_function(), ready
+    assert ready["loader"] == loader and ready["function"] == "page_counter_try_charge", ready
     if loader == "core":
         assert ready["attach"] == "fentry" and "why" not in ready, ready
         assert ready["load_seconds"] < 5, ready  # no compiler: a fraction of a second
@@ -95,6 +96,9 @@ def wait_ready(watcher: Watcher, loader: str) -> dict:
     return ready
 
 
+# Also on cgroup v1, where every charge batch goes through page_counter_try_charge twice:
+# memsw (memory + swap) first, then memory. The probe checks the counter is a memcg's memory.
+@pytest.mark.guest_v1
 @pytest.mark.parametrize("loader", LOADERS)
 def test_probe_fires_at_the_byte_values_for_several_cgroups_and_rearms(loader, tmp_path, cleanup):
     limits = {"a": 64 * MIB, "b": 128 * MIB, "c": 192 * MIB}
@@ -210,17 +214,16 @@ def test_probe_sees_the_charges_of_a_watched_cgroups_sub_groups(loader, tmp_path
         assert threshold <= record["probe_percent"] < threshold + 0.5, record
 
 
-def test_polling_relaxes_to_the_ceiling_while_the_probe_is_armed(tmp_path, cleanup):
+def test_polling_relaxes_to_the_safety_net_while_the_probe_is_armed(tmp_path, cleanup):
     # Adaptive polling alone samples an idle 256 MiB target every ~0.1 s, for a 1 GiB/s burst
     # it would not otherwise see in time; the armed probe sees it at the charge.
     limit = 256 * MIB
     cgroup = make_cgroup("covered", limit)
     events = tmp_path / "bloat.jsonl"
-    watcher = Watcher(
-        [cgroup], tmp_path / "log", "--sources", "ebpf", "--cooldown", "0", "--log-level", "debug"
-    )
+    flags = ("--sources", "ebpf", "--cooldown", "0", "--log-level", "debug", "--safety-net", "2s")
+    watcher = Watcher([cgroup], tmp_path / "log", *flags)
     try:
-        wait_ready(watcher, "core")
+        assert wait_ready(watcher, "core")["safety_net"] == "2s"
         wait_for(lambda: len(_samples_after_ready(watcher.records())) >= 3, 30, "idle samples")
         app = cgroup.spawn(bloat_argv(events, "1G", "--shed-on-critical"))
         try:
@@ -233,10 +236,10 @@ def test_polling_relaxes_to_the_ceiling_while_the_probe_is_armed(tmp_path, clean
         records = watcher.stop()
     before = _samples(records[: _index(records, "source ready")])
     idle = [r for r in _samples_after_ready(records) if r["percent"] < 10]
-    # Once per ceiling (1 s), on its grid: after the first gap onto it, a second apart.
+    # Once per safety net (2 s), on its grid: after the first gap onto it, 2 s apart.
     gaps = [log_time(b) - log_time(a) for a, b in itertools.pairwise(idle)][1:]
-    assert gaps and all(0.9 < gap < 1.1 for gap in gaps), idle
-    assert all(r["next_in"] <= 1.0 for r in idle), idle
+    assert gaps and all(1.9 < gap < 2.1 for gap in gaps), idle
+    assert all(r["next_in"] <= 2.0 for r in idle), idle
     assert all(r["next_in"] < 0.2 for r in before), before  # adaptive, before the probe
     assert _handled(events)[:2] == ["SIGUSR1", "SIGUSR2"] and oom_kills == 0
     sent = [r for r in records if r.get("msg") == "signal sent"]
@@ -401,29 +404,110 @@ def test_kernel_without_a_charge_function_to_probe(tmp_path):
         "ffffffff81000000 T _stext\nffffffff81234560 t mem_cgroup_charge_statistics\n"
     )
     with pytest.raises(ProbeError, match="no memcg charge function"):
-        charge_function(str(kallsyms))
-    assert charge_function() in ("try_charge_memcg", "try_charge")  # this kernel has one
+        charge_functions(str(kallsyms))
+    # This kernel has the per-batch point, and a per-page one to fall back on.
+    assert charge_functions()[0] == "page_counter_try_charge"
+    assert charge_functions()[1:] in (["try_charge_memcg"], ["try_charge"])
 
 
-def test_attach_forced_to_a_kprobe_still_fires(tmp_path, cleanup, monkeypatch):
-    # OOMHERO_BPF_ATTACH (the bench's core-kprobe mode): the same object, its kprobe program.
-    monkeypatch.setenv("OOMHERO_BPF_ATTACH", "kprobe")
+@pytest.mark.parametrize(
+    ("forced", "attach", "function"),
+    [
+        ("kprobe", "kprobe", "page_counter_try_charge"),
+        ("fentry:try_charge_memcg", "fentry", "try_charge_memcg"),
+        ("kprobe:try_charge_memcg", "kprobe", "try_charge_memcg"),
+        ("bcc:try_charge_memcg", "kprobe", "try_charge_memcg"),
+    ],
+)
+def test_attach_forced_still_fires(forced, attach, function, tmp_path, cleanup, monkeypatch):
+    # OOMHERO_BPF_ATTACH (the bench's modes): the same object, another of its programs; the
+    # per-page point is what runs where the per-batch one cannot attach.
+    monkeypatch.setenv("OOMHERO_BPF_ATTACH", forced)
     cgroup = make_cgroup("forced", 128 * MIB)
     workload = Workload(cgroup, tmp_path / "signals.jsonl")
     watcher = Watcher([cgroup], tmp_path / "log", *PROBE_ONLY)
     try:
         wait_for(lambda: probe_records(watcher), COMPILE_TIMEOUT, "the probe to load")
         (ready,) = probe_records(watcher)
-        assert (ready["msg"], ready["loader"], ready["attach"]) == (
-            "source ready",
-            "core",
-            "kprobe",
-        )
+        got = (ready["msg"], ready["loader"], ready["attach"], ready["function"])
+        loader = "bcc" if forced.startswith("bcc") else "core"
+        assert got == ("source ready", loader, attach, function), ready
         workload.to(55)
         wait_for(workload.signals, 60, "SIGUSR1")
     finally:
         workload.stop()
-        watcher.stop()
+        records = watcher.stop()
+    (sent,) = [r for r in records if r.get("msg") == "signal sent"]
+    assert sent["source"] == "ebpf" and 50 <= sent["probe_percent"] < 50.5, sent
+
+
+def test_a_watch_written_after_the_cgroups_line_was_cached_is_seen(tmp_path, cleanup):
+    # The probe caches, per CPU, which levels of a charged cgroup's line are watched. A
+    # container charges before oomhero finds it (its line cached with nothing watched); the
+    # watch written then must be seen at the next charge, not after some unrelated one.
+    limit = 128 * MIB
+    cgroup = make_cgroup("line", limit)
+    probe = CoreProbe()
+    probe.start(["page_counter_try_charge"], "fentry")
+    workload = Workload(cgroup, tmp_path / "signals.jsonl")
+    try:
+        workload.to(20)  # charges: the line is walked and cached, with nothing watched
+        cid = os.stat(cgroup.path).st_ino
+        probe.watch(cid, limit // 2, limit * 8 // 10, ARMED_WARNING | ARMED_CRITICAL)
+        workload.to(55)
+        crossings = wait_for(probe.consume, 30, "the probe's event for the new watch")
+    finally:
+        workload.stop()
+        probe.close()
+    assert [(c.cgroup_id, c.level) for c in crossings] == [(cid, 1)]
+    assert limit // 2 <= crossings[0].usage < limit // 2 + 256 * 1024  # within a charge batch
+
+
+KPROBES_ENABLED = Path("/sys/kernel/debug/kprobes/enabled")
+
+
+@pytest.fixture
+def kprobes_off():
+    """Turns every kprobe of the kernel off (debugfs), the way an operator can; on again after."""
+    assert KPROBES_ENABLED.read_text().strip() == "1"
+    yield lambda: KPROBES_ENABLED.write_text("0")
+    KPROBES_ENABLED.write_text("1")
+
+
+def test_a_probe_that_stops_is_given_up_and_polling_takes_over(
+    tmp_path, cleanup, monkeypatch, kprobes_off
+):
+    # The kprobe attached, then every kprobe turned off: the probe sees no charge any more.
+    # oomhero notices at the safety net's sample (usage grew, the probed function was not
+    # called), says so once, and adaptive polling catches the crossing instead.
+    monkeypatch.setenv("OOMHERO_BPF_ATTACH", "kprobe")
+    cgroup = make_cgroup("stopped", 128 * MIB)
+    workload = Workload(cgroup, tmp_path / "signals.jsonl")
+    flags = ("--sources", "ebpf", "--warning", "50", "--critical", "80", "--safety-net", "2s")
+    watcher = Watcher([cgroup], tmp_path / "log", *flags)
+    try:
+        ready = wait_ready_line(watcher)
+        assert (ready["attach"], ready["safety_net"]) == ("kprobe", "2s"), ready
+        kprobes_off()
+        workload.to(30)
+        wait_for(lambda: watcher.records("source failed"), 30, "the probe to be given up")
+        workload.to(55)
+        wait_for(workload.signals, 30, "SIGUSR1 from polling")
+    finally:
+        workload.stop()
+        records = watcher.stop()
+    (failed,) = [r for r in records if r.get("msg") == "source failed"]
+    assert failed["source"] == "ebpf" and failed["now"] == "adaptive polling", failed
+    assert "page_counter_try_charge was not called" in failed["why"], failed
+    sent = [r for r in records if r.get("msg") == "signal sent"]
+    assert [(r["signal"], r["source"]) for r in sent] == [("SIGUSR1", "adaptive")], sent
+
+
+def wait_ready_line(watcher: Watcher) -> dict:
+    wait_for(lambda: probe_records(watcher), COMPILE_TIMEOUT, "the probe to load")
+    (ready,) = probe_records(watcher)
+    assert ready["msg"] == "source ready", ready
+    return ready
 
 
 def test_attach_forced_to_an_unknown_way_is_one_line(tmp_path, cleanup, monkeypatch):

@@ -48,7 +48,7 @@ def test_metrics_follow_a_growing_workload(tmp_path):
         workload.to(55)
         wait_for(lambda: gauge(scrape(), "oomhero_target_level") == 1, 30, "the warning level")
         # The probe (a default source) reports the crossing at 50 %; the gauges follow the
-        # workload to 55 % at a later sample (the 1 s ceiling while the probe is armed).
+        # workload to 55 % at a later sample (the 5 s safety net while the probe is armed).
         wait_for(lambda: gauge(scrape(), "oomhero_memory_usage_ratio") >= 0.55, 30, "55 %")
         after = scrape()
     finally:

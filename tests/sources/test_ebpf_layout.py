@@ -14,10 +14,11 @@ import pytest
 from oomhero.sources.ebpf.common import (
     ARMED_CRITICAL,
     ARMED_WARNING,
+    NEXT_ARMED_BIT,
     Event,
+    Seen,
     Watch,
     armed_for,
-    next_armed_bit,
 )
 
 HEADER = Path(__file__).resolve().parents[2] / "bpf" / "memcg_threshold.h"
@@ -42,7 +43,11 @@ int main(void)
     F(watch, warning_pages); F(watch, critical_pages); F(watch, armed); F(watch, pad);
     F(event, cgroup_id); F(event, usage_pages); F(event, ktime_ns); F(event, level);
     F(event, pid); F(event, signalled); F(event, pad);
+    F(seen, calls); F(seen, memcg); F(seen, usage_pages); F(seen, nr_pages);
+    F(seen, line_memcg); F(seen, line_id); F(seen, line_generation); F(seen, line_watched);
+    F(seen, watched_memcg); F(seen, watched_id);
     printf("size watch %zu\nsize event %zu\n", sizeof(struct watch), sizeof(struct event));
+    printf("size seen %zu\n", sizeof(struct seen));
     printf("armed %d %d\n", ARMED_WARNING, ARMED_CRITICAL);
     /* warning at 10 pages, critical at 20, both armed: each usage in turn */
     struct watch w = {10, 20, ARMED_WARNING | ARMED_CRITICAL, 0};
@@ -71,7 +76,7 @@ def header_facts(tmp_path_factory) -> list[list[str]]:
     return [line.split() for line in subprocess.check_output([str(exe)], text=True).splitlines()]
 
 
-@pytest.mark.parametrize("struct", [Watch, Event])
+@pytest.mark.parametrize("struct", [Watch, Event, Seen])
 def test_ctypes_mirror_the_header(header_facts, struct):
     name = struct.__name__.lower()
     in_c = [
@@ -108,4 +113,4 @@ def test_a_threshold_usage_has_reached_stays_disarmed():
     assert armed_for(0, 10 * MIB, warning, critical) == ARMED_WARNING | ARMED_CRITICAL
     assert armed_for(0, 80 * MIB, warning, critical) == ARMED_CRITICAL
     assert armed_for(1, 95 * MIB, warning, critical) == 0
-    assert [next_armed_bit(level) for level in (0, 1, 2)] == [ARMED_WARNING, ARMED_CRITICAL, 0]
+    assert NEXT_ARMED_BIT == (ARMED_WARNING, ARMED_CRITICAL, 0)

@@ -59,18 +59,26 @@ def test_an_idle_small_target_is_sampled_often_enough_for_a_burst():
     assert next_delay(0, 192 * MIB, 4096 * MIB, 0.01, 1.0, burst=1024 * MIB) < 0.03
 
 
-def test_a_target_the_probe_covers_is_polled_at_the_ceiling_only():
-    settings = WatchSettings()
+def test_a_target_the_probe_covers_is_polled_at_the_safety_net_only():
+    settings = WatchSettings(safety_net=4.0)
     own, limit = settings, 256 * MIB
     polling = Polling(settings)
     # Idle and small: adaptive polling looks often, for a burst it would not otherwise see.
     assert polling.delay(own, Level.OK, 0, limit, 0.0) < 0.2
     # The armed probe sees that burst at the charge: polling is only the safety net.
-    assert polling.delay(own, Level.OK, 0, limit, 0.0, covered=True) == settings.poll_ceiling
-    # On a grid of the ceiling: covered targets sampled at different times fall due together.
-    late = polling.delay(own, Level.OK, 0, limit, 0.0, covered=True, now=41.75)
-    early = polling.delay(own, Level.OK, 0, limit, 0.0, covered=True, now=41.25)
-    assert 41.75 + late == pytest.approx(42.0) and 41.25 + early == pytest.approx(42.0)
-    # OOMHero's fixed interval stays what was asked for.
+    assert polling.delay(own, Level.OK, 0, limit, 0.0, covered=True) == 4.0
+    # On a grid of it: covered targets sampled at different times fall due together.
+    late = polling.delay(own, Level.OK, 0, limit, 0.0, covered=True, now=43.75)
+    early = polling.delay(own, Level.OK, 0, limit, 0.0, covered=True, now=40.25)
+    assert 43.75 + late == pytest.approx(44.0) and 40.25 + early == pytest.approx(44.0)
+    # Not covered: the ceiling, as before.
+    assert polling.delay(own, Level.OK, 0, 64 << 30, 0.0, now=40.25) == settings.poll_ceiling
+
+
+def test_fixed_polling_keeps_its_interval_on_a_grid():
+    # OOMHero's fixed interval stays what was asked for, probe or not; on a grid of it, so
+    # that targets sampled at different times (and the rescans) share one wake-up.
     fixed = WatchSettings(interval=0.5)
-    assert Polling(fixed).delay(fixed, Level.OK, 0, limit, 0.0, covered=True) == 0.5
+    polling = Polling(fixed)
+    assert polling.delay(fixed, Level.OK, 0, 256 * MIB, 0.0, covered=True) == 0.5
+    assert 10.3 + polling.delay(fixed, Level.OK, 0, 256 * MIB, 0.0, now=10.3) == pytest.approx(10.5)

@@ -9,10 +9,12 @@ import ctypes
 import os
 import select
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from oomhero.kernel.procfs import pid_namespace
 from oomhero.sources.ebpf.common import (
+    BATCH_FUNCTION,
     Crossing,
     ProbeError,
     crossing_at,
@@ -65,18 +67,22 @@ class ChargeProbe:
     mask = select.EPOLLIN
     loader = "bcc"
     attach = "kprobe"
-    refused = None  # bcc has no fentry to fall back from
 
     def __init__(self, signal_on_critical: int = 0) -> None:
         self.signal_on_critical = signal_on_critical
         self.function: str | None = None
+        self.refused: str | None = None  # the probe points tried before the one attached
         self.load_seconds: float | None = None
         self._bpf = None
         self._watches_fd = -1
         self._ring_fd = -1
+        self._watched: set[int] = set()  # cgroup ids in the watches map
+        self._generation = 0
         self._pending: list[Crossing] = []
+        self._read_at = 0.0
 
-    def start(self, function: str) -> None:
+    def start(self, functions: Sequence[str]) -> None:
+        """Compile, then attach a kprobe to the first of ``functions`` that takes one."""
         bcc_prerequisites()
         from bcc import BPF
 
@@ -95,11 +101,18 @@ class ChargeProbe:
             )
         except Exception as exc:  # bcc raises plain Exceptions for compile and load errors
             raise ProbeError(f"the probe did not compile or load: {first_line(exc)}") from None
-        try:
-            bpf.attach_kprobe(event=function, fn_name="on_charge")
-        except Exception as exc:
+        refusals = []
+        for function in functions:
+            program = "on_counter_charge" if function == BATCH_FUNCTION else "on_charge"
+            try:
+                bpf.attach_kprobe(event=function, fn_name=program)
+                break
+            except Exception as exc:
+                refusals.append(f"kprobe {function}: {first_line(exc)}")
+        else:
             bpf.cleanup()
-            raise ProbeError(f"cannot attach a kprobe to {function}: {first_line(exc)}") from None
+            raise ProbeError(f"cannot attach: {'; '.join(refusals)}")
+        self.refused = "; ".join(refusals) or None
         self.function = function
         self.load_seconds = time.monotonic() - started
         self._watches_fd = bpf["watches"].map_fd
@@ -113,21 +126,38 @@ class ChargeProbe:
         return self._ring_fd
 
     def consume(self) -> list[Crossing]:
-        self._pending = []
+        self._pending, self._read_at = [], time.monotonic()
         self._bpf.ring_buffer_consume()
         return self._pending
 
     def _on_event(self, _ctx, data, size) -> None:
-        self._pending.append(crossing_at(data, size))
+        self._pending.append(crossing_at(data, size, self._read_at))
+
+    def calls(self) -> int:
+        """Calls of the probed function so far, on every CPU (OSError: the map is unreadable)."""
+        try:
+            return sum(seen.calls for seen in self._bpf["seen"][ctypes.c_uint32(0)])
+        except KeyError as exc:  # bcc's lookup failed
+            raise OSError(f"the probe's seen map: {exc}") from None
 
     def watch(self, cid: int, warning: int, critical: int, armed: int) -> None:
         """Set a cgroup's thresholds (bytes) and armed bits in the probe's map."""
         # The same layout as the CO-RE loader's (common.Watch), through bcc's own libbpf.
         self._bpf["watches"][ctypes.c_uint64(cid)] = watch_value(warning, critical, armed)
+        if cid not in self._watched:
+            self._watched.add(cid)
+            self._next_generation()
 
     def unwatch(self, cid: int) -> None:
         with contextlib.suppress(KeyError):
             del self._bpf["watches"][ctypes.c_uint64(cid)]
+        self._watched.discard(cid)
+        self._next_generation()
+
+    def _next_generation(self) -> None:
+        """A watch added or removed: every CPU's cached line is stale (see core.py)."""
+        self._generation += 1
+        self._bpf["generation"][ctypes.c_int(0)] = ctypes.c_uint64(self._generation)
 
     def close(self) -> None:
         if self._bpf is not None:

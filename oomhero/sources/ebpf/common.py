@@ -13,10 +13,17 @@ from dataclasses import dataclass
 
 from oomhero.kernel.procfs import effective_capabilities, kernel_symbols_among
 
-# Probe targets whose arguments are (memcg, gfp_mask, nr_pages), newest kernels first.
-CHARGE_FUNCTIONS = ("try_charge_memcg", "try_charge")
+# The probe points, in the order tried. page_counter_try_charge(counter, nr_pages, fail) runs
+# once per charge batch (64 pages: the memcg refills a per-CPU stock), for every kind of page
+# counter (the probe checks it is a memcg's ``memory``); the memcg's own charge functions,
+# (memcg, gfp_mask, nr_pages), run once per page: the fallback where the first cannot attach.
+BATCH_FUNCTION = "page_counter_try_charge"
+CHARGE_FUNCTIONS = (BATCH_FUNCTION, "try_charge_memcg", "try_charge")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 ARMED_WARNING, ARMED_CRITICAL = 1, 2
+LINE_WATCHED = 4  # watched levels a CPU's cached line holds (memcg_threshold.h)
+# The armed bit of the next threshold above each policy level (0 ok, 1 warning, 2 critical).
+NEXT_ARMED_BIT = (ARMED_WARNING, ARMED_CRITICAL, 0)
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
 
 
@@ -34,6 +41,7 @@ class Crossing:
     ktime: float  # CLOCK_MONOTONIC seconds of the charge
     pid: int
     signalled: bool
+    read_at: float  # CLOCK_MONOTONIC seconds when oomhero read the event
 
 
 def layout(spec: str) -> tuple[tuple[str, type], ...]:
@@ -46,6 +54,17 @@ class Watch(ctypes.Structure):
     """``struct watch``: the value of the ``watches`` map, keyed by cgroup id."""
 
     _fields_ = layout("u64 warning_pages, u64 critical_pages, u32 armed, u32 pad")
+
+
+class Seen(ctypes.Structure):
+    """``struct seen``: one CPU's value of the per-CPU ``seen`` map."""
+
+    _fields_ = (
+        *layout("u64 calls, u64 memcg, u64 usage_pages, u64 nr_pages, u64 line_memcg"),
+        *layout("u64 line_id, u64 line_generation, u64 line_watched"),
+        ("watched_memcg", ctypes.c_uint64 * LINE_WATCHED),
+        ("watched_id", ctypes.c_uint64 * LINE_WATCHED),
+    )
 
 
 class Event(ctypes.Structure):
@@ -61,8 +80,8 @@ def watch_value(warning: int, critical: int, armed: int) -> Watch:
     return Watch(warning // PAGE, critical // PAGE, armed, 0)
 
 
-def crossing_at(address: int, size: int) -> Crossing:
-    """Decode the event a ring buffer hands over at ``address``."""
+def crossing_at(address: int, size: int, read_at: float) -> Crossing:
+    """Decode the event a ring buffer hands over at ``address``, read at ``read_at``."""
     if size < ctypes.sizeof(Event):
         raise ProbeError(f"a {size}-byte event from the probe, expected {ctypes.sizeof(Event)}")
     event = Event.from_address(address)
@@ -73,6 +92,7 @@ def crossing_at(address: int, size: int) -> Crossing:
         ktime=event.ktime_ns / 1e9,
         pid=event.pid,
         signalled=bool(event.signalled),
+        read_at=read_at,
     )
 
 
@@ -90,21 +110,16 @@ def armed_for(level: int, usage: int, warning: int, critical: int) -> int:
     return bits
 
 
-def next_armed_bit(level: int) -> int:
-    """The armed bit of the next threshold above policy ``level`` (0 at critical: none)."""
-    return {0: ARMED_WARNING, 1: ARMED_CRITICAL}.get(level, 0)
-
-
-def charge_function(kallsyms: str = "/proc/kallsyms") -> str:
-    """The first probe-able charge function this kernel has."""
+def charge_functions(kallsyms: str = "/proc/kallsyms") -> list[str]:
+    """The probe points this kernel has, in the order to try them (ProbeError: none)."""
     try:
         names = kernel_symbols_among(CHARGE_FUNCTIONS, kallsyms)
     except OSError as exc:
         raise ProbeError(f"cannot read {kallsyms}: {exc.strerror}") from None
-    for name in CHARGE_FUNCTIONS:
-        if name in names:
-            return name
-    raise ProbeError(f"no memcg charge function to probe ({' or '.join(CHARGE_FUNCTIONS)})")
+    found = [name for name in CHARGE_FUNCTIONS if name in names]
+    if not found:
+        raise ProbeError(f"no memcg charge function to probe ({' or '.join(CHARGE_FUNCTIONS)})")
+    return found
 
 
 def may_load_kprobes() -> bool:
@@ -117,11 +132,12 @@ def may_load_kprobes() -> bool:
     return has(CAP_SYS_ADMIN) or (has(CAP_BPF) and has(CAP_PERFMON))
 
 
-def prerequisites() -> str:
-    """What either loader needs: the privilege, and a charge function; returns the function."""
+def prerequisites() -> list[str]:
+    """What either loader needs: the privilege, and a charge function; returns the functions
+    to try."""
     if not may_load_kprobes():
         raise ProbeError("loading the probe needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN")
-    return charge_function()
+    return charge_functions()
 
 
 def first_line(exc: BaseException) -> str:

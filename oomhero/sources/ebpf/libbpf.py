@@ -62,6 +62,8 @@ def _signatures(lib: ctypes.CDLL) -> None:
         ("bpf_program__attach", p, (p,)),
         ("bpf_link__destroy", i, (p,)),
         ("bpf_map_update_elem", i, (i, p, p, u64)),
+        ("bpf_map_lookup_elem", i, (i, p, p)),
+        ("libbpf_num_possible_cpus", i, ()),
         ("bpf_map_delete_elem", i, (i, p)),
         ("ring_buffer__new", p, (i, _SAMPLE_FN, p, p)),
         ("ring_buffer__epoll_fd", i, (p,)),
@@ -168,6 +170,17 @@ class BpfObject:
 def update_elem(fd: int, key: ctypes._CData, value: ctypes._CData) -> None:
     if library().bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(value), 0) < 0:
         raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+
+
+def lookup_per_cpu(fd: int, key: ctypes._CData, value: type[ctypes.Structure]) -> list:
+    """A per-CPU map's values under ``key``, one per possible CPU (each ``value``-typed)."""
+    cpus = library().libbpf_num_possible_cpus()
+    if cpus < 0:
+        raise OSError(-cpus, os.strerror(-cpus))
+    values = (value * cpus)()  # the kernel rounds each to 8 bytes: the structs are u64s
+    if library().bpf_map_lookup_elem(fd, ctypes.byref(key), values) < 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    return list(values)
 
 
 def delete_elem(fd: int, key: ctypes._CData) -> None:

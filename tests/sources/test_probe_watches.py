@@ -1,0 +1,135 @@
+"""ProbeWatches' policy over a stand-in for the loaded probe: what it writes to the probe's map
+and when, and how it gives a stopped probe up. (The real probe, stopped for real by turning
+kprobes off, is the guest's test: tests/real_kernel/test_ebpf.py.)"""
+
+from __future__ import annotations
+
+import select
+
+import pytest
+
+from oomhero.sources.ebpf import ARMED_CRITICAL, ARMED_WARNING, ProbeWatches
+
+MIB = 1 << 20
+LIMIT = 100 * MIB
+
+
+class StandIn:
+    """What ProbeWatches uses of a loaded probe."""
+
+    function = "page_counter_try_charge"
+
+    def __init__(self) -> None:
+        self.writes: list[tuple] = []
+        self.counted = 0
+        self.reads = 0
+        self.broken: dict[str, OSError] = {}  # method → the error it raises
+        self.closed = False
+
+    def watch(self, cid, warning, critical, armed):
+        if "watch" in self.broken:
+            raise self.broken["watch"]
+        self.writes.append((cid, warning, critical, armed))
+
+    def unwatch(self, cid):
+        pass
+
+    def calls(self) -> int:
+        self.reads += 1
+        if "calls" in self.broken:
+            raise self.broken["calls"]
+        return self.counted
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Log:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, dict]] = []
+        self.resampled: list[set[str]] = []
+        self.fds: list[object] = []
+
+
+@pytest.fixture
+def watches():
+    """ProbeWatches whose own load fails at once (no BTF, no bcc), then given a stand-in, as
+    if loaded, watching two targets."""
+    log = Log()
+    w = ProbeWatches(
+        0,
+        log.fds.append,
+        log.fds.remove,
+        lambda msg, **fields: log.lines.append((msg, fields)),
+        log.resampled.append,
+        5.0,
+        bcc=False,
+        btf="/nonexistent/btf",
+    )
+    select.select([w._ready_signal.fileno()], [], [], 30)
+    w._ready_signal.consume()  # the failed load: one "source unavailable"
+    assert [m for m, _ in log.lines] == ["source unavailable"]
+    log.lines.clear()
+    w.probe, w.ready = StandIn(), True
+    log.fds.append(w)  # as started() registers it once loaded
+    w.targets, w.keys = {"a": 11, "b": 12}, {11: "a", 12: "b"}
+    yield w, log
+
+
+def test_unchanged_thresholds_are_written_once(watches):
+    w, _ = watches
+    for usage in (10 * MIB, 10 * MIB + 4096, 10 * MIB):
+        w.follow("a", LIMIT, 75, 90, 0, usage)
+    armed = ARMED_WARNING | ARMED_CRITICAL
+    assert w.probe.writes == [(11, 75 * MIB, 90 * MIB, armed)]
+    assert w.armed("a", 0) and w.armed("a", 1) and not w.armed("a", 2)
+    w.follow("a", LIMIT // 2, 75, 90, 0, 10 * MIB)  # the limit changed: new byte values
+    assert w.probe.writes[-1] == (11, 75 * MIB // 2, 90 * MIB // 2, armed)
+
+
+def test_an_idle_target_never_reads_the_probe(watches):
+    w, _ = watches
+    for _ in range(50):
+        w.follow("a", LIMIT, 75, 90, 0, 10 * MIB)
+    assert w.probe.reads == 1  # the first sample sets the baseline; then nothing grew
+
+
+def test_growth_the_probe_saw_keeps_it(watches):
+    w, log = watches
+    w.follow("a", LIMIT, 75, 90, 0, 10 * MIB)
+    w.probe.counted += 3
+    w.follow("a", LIMIT, 75, 90, 0, 40 * MIB)
+    assert w.ready and log.lines == [] and log.resampled == []
+
+
+def test_growth_with_no_call_gives_the_probe_up_once(watches):
+    w, log = watches
+    w.follow("a", LIMIT, 75, 90, 0, 10 * MIB)
+    w.follow("b", LIMIT, 75, 90, 0, 10 * MIB)
+    probe = w.probe
+    w.follow("a", LIMIT, 75, 90, 0, 10 * MIB + 512 * 1024)  # within a batch or two: not yet
+    assert w.ready
+    w.follow("a", LIMIT, 75, 90, 0, 40 * MIB)
+    assert [m for m, _ in log.lines] == ["source failed"]
+    fields = log.lines[0][1]
+    assert fields["now"] == "adaptive polling" and "was not called" in fields["why"]
+    assert "grew by 30 MiB" in fields["why"]
+    assert log.resampled == [{"a", "b"}] and probe.closed
+    assert not w.armed("a", 0) and not w.watching("a")
+    w.follow("b", LIMIT, 75, 90, 0, 80 * MIB)
+    w.fail("again")
+    assert len(log.lines) == 1  # said once
+
+
+@pytest.mark.parametrize(("method", "said"), [("watch", "written"), ("calls", "read")])
+def test_a_map_that_fails_gives_the_probe_up(watches, method, said):
+    w, log = watches
+    w.follow("a", LIMIT, 75, 90, 0, 10 * MIB)
+    w.probe.broken[method] = OSError(9, "Bad file descriptor")
+    w.probe.counted += 1  # the probe saw the growth: only the map fails
+    w.follow("a", LIMIT // 2, 75, 90, 0, 40 * MIB)  # new thresholds to write, and growth
+    ((msg, fields),) = log.lines
+    assert msg == "source failed" and fields["why"].endswith(
+        f"cannot be {said}: Bad file descriptor"
+    )
+    assert log.resampled == [{"a", "b"}]
