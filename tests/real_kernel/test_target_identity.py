@@ -1,7 +1,7 @@
 """A target is one cgroup instance, not a path: a container restarted (its cgroup removed and
 made again under the same name) is a new target, watched and signalled every time, without a
-storm of wake-ups (CPU within twice 1 s polling's); a target outlives the process that led oomhero to it; `oomhero watch PATH`
-follows a service through its restarts."""
+storm of wake-ups (CPU within twice 1 s polling's); a target outlives the process that led
+oomhero to it; `oomhero watch PATH` follows a service through its restarts."""
 
 from __future__ import annotations
 
