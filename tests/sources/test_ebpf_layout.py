@@ -1,4 +1,4 @@
-"""User space's mirror of bpf/memcg_threshold.h (common.Watch, common.Event) against the header
+"""User space's mirror of bpf/memcg_threshold.h (maps.Watch, maps.Event) against the header
 itself, compiled by the host's C compiler: a field added on one side only fails here, not as
 garbled crossings in the guest. And the decision logic, run as C on the host."""
 
@@ -11,15 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from oomhero.sources.ebpf.common import (
-    ARMED_CRITICAL,
-    ARMED_WARNING,
-    NEXT_ARMED_BIT,
-    Event,
-    Seen,
-    Watch,
-    armed_for,
-)
+from oomhero.sources.ebpf.common import ARMED_CRITICAL, ARMED_WARNING, NEXT_ARMED_BIT, armed_for
+from oomhero.sources.ebpf.maps import Event, Seen, Watch
 
 HEADER = Path(__file__).resolve().parents[2] / "bpf" / "memcg_threshold.h"
 CC = shutil.which("cc") or shutil.which("clang")

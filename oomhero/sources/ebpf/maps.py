@@ -1,0 +1,47 @@
+"""The probe's data as ctypes: the map values and ring buffer record of bpf/memcg_threshold.h
+and the object's ``settings`` (its ``.rodata``), mirrored by hand (checked against the header
+by tests/sources/test_ebpf_layout.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+LINE_WATCHED = 4  # watched levels a CPU's cached line holds (memcg_threshold.h)
+
+
+def layout(spec: str) -> tuple[tuple[str, type], ...]:
+    """A C struct's fields for ctypes, from ``"u64 name, u32 other"`` as the header writes them."""
+    kinds = {"u64": ctypes.c_uint64, "u32": ctypes.c_uint32}
+    return tuple((name, kinds[kind]) for kind, name in (f.split() for f in spec.split(", ")))
+
+
+class Watch(ctypes.Structure):
+    """``struct watch``: the value of the ``watches`` map, keyed by cgroup id."""
+
+    _fields_ = layout("u64 warning_pages, u64 critical_pages, u32 armed, u32 pad")
+
+
+class Seen(ctypes.Structure):
+    """``struct seen``: one CPU's value of the per-CPU ``seen`` map."""
+
+    _fields_ = (
+        *layout("u64 calls, u64 memcg, u64 usage_pages, u64 nr_pages, u64 line_memcg"),
+        *layout("u64 line_id, u64 line_generation, u64 line_watched"),
+        ("watched_memcg", ctypes.c_uint64 * LINE_WATCHED),
+        ("watched_id", ctypes.c_uint64 * LINE_WATCHED),
+    )
+
+
+class Event(ctypes.Structure):
+    """``struct event``: one record of the ``events`` ring buffer."""
+
+    _fields_ = layout(
+        "u64 cgroup_id, u64 usage_pages, u64 ktime_ns, u32 level, u32 pid, u32 signalled, u32 pad"
+    )
+
+
+class Settings(ctypes.Structure):
+    """The object's ``settings`` (its whole ``.rodata``), set before load."""
+
+    _fields_ = layout("u64 pidns_dev, u64 pidns_ino, u32 signal_on_critical, u32 pad")
