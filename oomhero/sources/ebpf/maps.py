@@ -1,6 +1,9 @@
 """The probe's data as ctypes: the map values and ring buffer record of bpf/memcg_threshold.h
-and the object's ``settings`` (its ``.rodata``), mirrored by hand (checked against the header
-by tests/sources/test_ebpf_layout.py).
+and the object's ``settings`` (its ``.rodata``), mirrored by hand.
+
+They are checked against the compiled object's BTF (``btf``: member names, offsets, sizes) by
+bpf/build.py after each compile and by tests/sources/test_ebpf_layout.py. Standard library only:
+the build loads this file by its path, without the package and its dependencies.
 """
 
 from __future__ import annotations
@@ -45,3 +48,15 @@ class Settings(ctypes.Structure):
     """The object's ``settings`` (its whole ``.rodata``), set before load."""
 
     _fields_ = layout("u64 pidns_dev, u64 pidns_ino, u32 signal_on_critical, u32 pad")
+
+
+# What the object's BTF is checked against: a struct by its C name, or (``settings``, an
+# anonymous struct) by the variable's name.
+STRUCTS: dict[str, type[ctypes.Structure]] = {"watch": Watch, "seen": Seen, "event": Event}
+VARIABLES: dict[str, type[ctypes.Structure]] = {"settings": Settings}
+# Each map's key and value types, for their sizes (the ring buffer has neither).
+MAPS: dict[str, tuple[type, type]] = {
+    "watches": (ctypes.c_uint64, Watch),
+    "seen": (ctypes.c_uint32, Seen),
+    "generation": (ctypes.c_uint32, ctypes.c_uint64),
+}
