@@ -5,7 +5,6 @@ Listeners run on the loop's thread and must not block it. Each overrides only wh
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # types only: the listeners' rooms must not import the loop's
@@ -56,31 +55,52 @@ class Listener:
 
 
 class Listeners(list[Listener], Listener):
-    """The engine's listeners: a call of any Listener method reaches every one of them."""
+    """The engine's listeners: each Listener method, called here, reaches every one of them in
+    the order they were added (tests/actions/test_listeners.py checks none is left out)."""
 
     @property
     def wants_page_cache(self) -> bool:  # type: ignore[override]
         return any(listener.wants_page_cache for listener in self)
 
-
-def _broadcast(name: str) -> Callable[..., None]:
-    def call(self: Listeners, *args: object) -> None:
+    def sampled(
+        self,
+        target: Target,
+        sample: MemorySample,
+        percent: float | None,
+        decision: Decision | None,
+        source: str,
+    ) -> None:
         for listener in self:
-            getattr(listener, name)(*args)
+            listener.sampled(target, sample, percent, decision, source)
 
-    call.__name__ = name
-    return call
+    def crossed(self, target: Target, sample: Sample, decision: Decision, source: str) -> None:
+        for listener in self:
+            listener.crossed(target, sample, decision, source)
 
+    def signalled(self, target: Target, level: Level, signal: str, pid: int, where: str) -> None:
+        for listener in self:
+            listener.signalled(target, level, signal, pid, where)
 
-for _name in (
-    "sampled",
-    "crossed",
-    "signalled",
-    "skipped",
-    "oom_killed",
-    "detected",
-    "gone",
-    "not_watched",
-    "tick",
-):
-    setattr(Listeners, _name, _broadcast(_name))
+    def skipped(self, target: Target, level: Level, signal: str, pid: int) -> None:
+        for listener in self:
+            listener.skipped(target, level, signal, pid)
+
+    def oom_killed(self, target: Target, victims: int) -> None:
+        for listener in self:
+            listener.oom_killed(target, victims)
+
+    def detected(self, target: Target, source: str, seconds: float) -> None:
+        for listener in self:
+            listener.detected(target, source, seconds)
+
+    def gone(self, target: Target) -> None:
+        for listener in self:
+            listener.gone(target)
+
+    def not_watched(self, name: str, reason: str) -> None:
+        for listener in self:
+            listener.not_watched(name, reason)
+
+    def tick(self, engine: object) -> None:
+        for listener in self:
+            listener.tick(engine)

@@ -40,8 +40,9 @@ from dataclasses import dataclass, field
 
 from oomhero import log
 from oomhero.config import ConfigError, Setting, WatchSettings, build_watch_settings
-from oomhero.kernel.cgroup import CgroupDir, CgroupError
-from oomhero.kernel.cgroup_parse import parse_limit
+from oomhero.kernel.cgroup import LIST, SMALL, CgroupDir, CgroupError
+from oomhero.kernel.cgroup_parse import parse_limit, parse_pids
+from oomhero.kernel.cgroupfs import read_bounded
 from oomhero.kernel.procfs import ProcInfo, read_environ_memory, read_proc
 from oomhero.targets import Found
 from oomhero.targets.pod import POD_INIT
@@ -63,10 +64,9 @@ RUNTIME_NAMES = (
 BARE_ID = re.compile(rf"^{_ID}$")  # cgroupfs drivers: kubepods' pod children, docker/<id>
 # Where a runtime's monitor runs (podman's and CRI-O's conmon): never a container.
 MONITOR = re.compile(rf"^(?:libpod-conmon-{_ID}\.scope|crio-conmon-{_ID}\.scope|conmon)$")
-# Read bounds: a pid is at most 7 digits and a newline; a limit is one number; an environment
-# past 1 MiB (the kernel allows a quarter of the stack limit) is read up to there.
-PROCS_BOUND = 1 << 20
-LIMIT_BOUND = 64
+# Read bounds: the host's cgroup files are bounded as CgroupDir bounds a container's (SMALL,
+# LIST: a larger file is not read); an environment past 1 MiB (the kernel allows a quarter of
+# the stack limit) is read up to there.
 ENVIRON_BOUND = 1 << 20
 # Per-container settings, named like the agent's env vars with an OOMHERO_ prefix.
 CONTAINER_ENV = {
@@ -145,40 +145,53 @@ def memory_root(root: str) -> tuple[str, int]:
     raise CgroupError(errno.ENOENT, f"{root} holds neither a cgroup v2 tree nor a v1 memory/ one")
 
 
-def read_bounded(name: str, most: int, dir_fd: int | None = None) -> bytes | None:
-    """At most ``most`` bytes of a file (of the directory ``dir_fd``), never through a symlink
-    nor blocking on a FIFO; None when it cannot be read (gone, not a cgroup file)."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _read_cgroup_file(dir_fd: int, name: str, most: int) -> bytes | None:
+    """A file of the walk's directory ``dir_fd``, never through a symlink nor blocking on a
+    FIFO; None when it cannot be read whole (gone, not a plain file, larger than ``most``)."""
     try:
-        fd = os.open(name, flags, dir_fd=dir_fd)
+        fd = os.open(name, _OPEN, dir_fd=dir_fd)
     except OSError:
         return None
     try:
-        chunks, size = [], 0
-        while size < most and (chunk := os.read(fd, most - size)):
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)
-    except OSError:
+        return read_bounded(fd, most, name)
+    except OSError:  # CgroupRefused past the bound; ESPIPE from a FIFO
         return None
     finally:
         os.close(fd)
 
 
-def parse_pids(data: bytes, complete: bool) -> list[int]:
-    """cgroup.procs' lines; a line cut by the read's bound is left out."""
-    lines = data.split(b"\n")
-    if not complete and not data.endswith(b"\n"):
-        lines.pop()
-    return [int(line) for line in lines if line.isdigit()]
+def _pids(dir_fd: int) -> list[int]:
+    data = _read_cgroup_file(dir_fd, "cgroup.procs", LIST)
+    try:
+        return parse_pids(data or b"")
+    except CgroupError:  # not a process list
+        return []
 
 
 def _has_limit(dir_fd: int, version: int) -> bool:
-    data = read_bounded(VERSION_FILES[version][1], LIMIT_BOUND, dir_fd)
+    data = _read_cgroup_file(dir_fd, VERSION_FILES[version][1], SMALL)
     try:
         return data is not None and parse_limit(data) is not None
     except CgroupError:
         return False
+
+
+def _read_environ(path: str) -> bytes | None:
+    """The first ENVIRON_BOUND bytes of a process's environ, without following a symlink or
+    blocking; None when it cannot be read (gone, another UID's)."""
+    try:
+        fd = os.open(path, _OPEN)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, ENVIRON_BOUND)  # the kernel fills a read of environ up to its count
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def find_containers(memory: str, version: int) -> tuple[int, list[Container]]:
@@ -190,8 +203,7 @@ def find_containers(memory: str, version: int) -> tuple[int, list[Container]]:
     walked = 0
     for path, dirs, files, dir_fd in os.fwalk(memory, topdown=False, follow_symlinks=False):
         walked += 1
-        data = read_bounded("cgroup.procs", PROCS_BOUND, dir_fd)
-        pids = parse_pids(data or b"", complete=data is not None and len(data) < PROCS_BOUND)
+        pids = _pids(dir_fd)
         below = [seen.pop(os.path.join(path, d)) for d in dirs if os.path.join(path, d) in seen]
         for child in below:
             pids.extend(child.pids)
@@ -316,7 +328,7 @@ class NodeScanner:
 
     def _own_settings(self, members: list[ProcInfo]) -> dict[str, Setting]:
         for info in members:
-            environ = read_bounded(f"{self.proc}/{info.pid}/environ", ENVIRON_BOUND)
+            environ = _read_environ(f"{self.proc}/{info.pid}/environ")
             if environ is None:  # another UID's (mode 0400): from its memory, with ptrace
                 with contextlib.suppress(OSError):
                     environ = read_environ_memory(info.pid, ENVIRON_BOUND, self.proc)

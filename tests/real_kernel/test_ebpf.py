@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from oomhero.sources.ebpf import BCC_NOT_ASKED, ProbeError, charge_functions
-from oomhero.sources.ebpf.common import ARMED_CRITICAL, ARMED_WARNING
+from oomhero.sources.ebpf.common import ARMED_CRITICAL, ARMED_WARNING, ProbeError
 from oomhero.sources.ebpf.core import OBJECT, CoreProbe
+from oomhero.sources.ebpf.loader import BCC_NOT_ASKED, charge_functions
 from tests.real_kernel.kit import (
     MIB,
     REPO,

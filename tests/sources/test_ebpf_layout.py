@@ -1,6 +1,7 @@
-"""User space's mirror of bpf/memcg_threshold.h (common.Watch, common.Event) against the header
-itself, compiled by the host's C compiler: a field added on one side only fails here, not as
-garbled crossings in the guest. And the decision logic, run as C on the host."""
+"""User space's ctypes layouts (maps.py) against the compiled CO-RE object's BTF, which is what
+the kernel checks map values against: a field added on one side only fails here (and at the
+build), not as garbled crossings in the guest. And the header's decision logic, run as C on the
+host."""
 
 from __future__ import annotations
 
@@ -11,15 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from oomhero.sources.ebpf.common import (
-    ARMED_CRITICAL,
-    ARMED_WARNING,
-    NEXT_ARMED_BIT,
-    Event,
-    Seen,
-    Watch,
-    armed_for,
-)
+from oomhero.sources.ebpf import btf, maps
+from oomhero.sources.ebpf.common import ARMED_CRITICAL, ARMED_WARNING, NEXT_ARMED_BIT, armed_for
+from oomhero.sources.ebpf.core import OBJECT
 
 HEADER = Path(__file__).resolve().parents[2] / "bpf" / "memcg_threshold.h"
 CC = shutil.which("cc") or shutil.which("clang")
@@ -27,7 +22,6 @@ CC = shutil.which("cc") or shutil.which("clang")
 # The header expects its includer to give the types and helpers; a host program gives stubs.
 PROGRAM = r"""
 #include <stdio.h>
-#include <stddef.h>
 typedef unsigned int __u32;
 typedef unsigned long long __u64;
 #define __always_inline inline __attribute__((always_inline))
@@ -37,17 +31,8 @@ static long bpf_get_ns_current_pid_tgid(__u64 d, __u64 i, struct bpf_pidns_info 
 { return -1; }
 static long bpf_send_signal(__u32 sig) { return 0; }
 #include "memcg_threshold.h"
-#define F(s, f) printf(#s " " #f " %zu %zu\n", offsetof(struct s, f), sizeof(((struct s *)0)->f))
 int main(void)
 {
-    F(watch, warning_pages); F(watch, critical_pages); F(watch, armed); F(watch, pad);
-    F(event, cgroup_id); F(event, usage_pages); F(event, ktime_ns); F(event, level);
-    F(event, pid); F(event, signalled); F(event, pad);
-    F(seen, calls); F(seen, memcg); F(seen, usage_pages); F(seen, nr_pages);
-    F(seen, line_memcg); F(seen, line_id); F(seen, line_generation); F(seen, line_watched);
-    F(seen, watched_memcg); F(seen, watched_id);
-    printf("size watch %zu\nsize event %zu\n", sizeof(struct watch), sizeof(struct event));
-    printf("size seen %zu\n", sizeof(struct seen));
     printf("armed %d %d\n", ARMED_WARNING, ARMED_CRITICAL);
     /* warning at 10 pages, critical at 20, both armed: each usage in turn */
     struct watch w = {10, 20, ARMED_WARNING | ARMED_CRITICAL, 0};
@@ -76,17 +61,67 @@ def header_facts(tmp_path_factory) -> list[list[str]]:
     return [line.split() for line in subprocess.check_output([str(exe)], text=True).splitlines()]
 
 
-@pytest.mark.parametrize("struct", [Watch, Event, Seen])
-def test_ctypes_mirror_the_header(header_facts, struct):
-    name = struct.__name__.lower()
-    in_c = [
-        (f, int(off), int(size))
-        for s, f, off, size in (x for x in header_facts if len(x) == 4)
-        if s == name
+@pytest.fixture(scope="module")
+def built_object() -> Path:
+    if not OBJECT.exists():
+        pytest.skip(f"no CO-RE object at {OBJECT}: make builds it (needs clang)")
+    return OBJECT
+
+
+def test_ctypes_layouts_match_the_objects_btf(built_object):
+    assert btf.drift(built_object, maps.STRUCTS, maps.VARIABLES, maps.MAPS) == []
+    # Read from the object, not taken from the mirrors: struct event as the header declares it.
+    types = btf.ObjectTypes(built_object)
+    assert types.layout(types.named(btf.STRUCT, "event")) == (
+        40,
+        [
+            ("cgroup_id", 0, 8),
+            ("usage_pages", 8, 8),
+            ("ktime_ns", 16, 8),
+            ("level", 24, 4),
+            ("pid", 28, 4),
+            ("signalled", 32, 4),
+            ("pad", 36, 4),
+        ],
+    )
+
+
+class SwappedEvent(ctypes.Structure):
+    _fields_ = maps.layout(
+        "u64 cgroup_id, u64 usage_pages, u64 ktime_ns, u32 level, u32 pid, u32 pad, u32 signalled"
+    )
+
+
+class ShortSettings(ctypes.Structure):
+    _fields_ = maps.layout("u64 pidns_dev, u64 pidns_ino, u32 signal_on_critical")
+
+
+def test_drift_is_named_member_by_member(built_object):
+    problems = btf.drift(
+        built_object,
+        {**maps.STRUCTS, "event": SwappedEvent},
+        {"settings": ShortSettings},
+        {**maps.MAPS, "generation": (ctypes.c_uint32, ctypes.c_uint32)},
+    )
+    assert problems == [
+        "struct event: the object has signalled at 32 (4 bytes), pad at 36 (4 bytes); "
+        "SwappedEvent has pad at 32 (4 bytes), signalled at 36 (4 bytes)",
+        "settings (a global): the object has pad at 20 (4 bytes); ShortSettings has nothing more",
+        "map generation: key and value of (4, 8) bytes in the object, (4, 4) in user space",
     ]
-    ours = [(f, getattr(struct, f).offset, getattr(struct, f).size) for f, _ in struct._fields_]
-    assert ours == in_c
-    assert ["size", name, str(ctypes.sizeof(struct))] in header_facts
+
+
+def test_a_file_without_btf_is_refused_in_one_line(tmp_path, built_object):
+    not_elf = tmp_path / "not.o"
+    not_elf.write_bytes(b"\x00" * 64)
+    with pytest.raises(btf.BTFError, match="not a little-endian ELF64 object"):
+        btf.ObjectTypes(not_elf)
+    stripped = tmp_path / "stripped.o"
+    data = built_object.read_bytes()
+    assert data.count(b".BTF\x00") == 1  # the section's name, in the section names
+    stripped.write_bytes(data.replace(b".BTF\x00", b".XYZ\x00"))
+    with pytest.raises(btf.BTFError, match=r"has no \.BTF section"):
+        btf.ObjectTypes(stripped)
 
 
 def test_armed_bits_and_the_in_kernel_decision(header_facts):

@@ -8,7 +8,8 @@ import select
 
 import pytest
 
-from oomhero.sources.ebpf import ARMED_CRITICAL, ARMED_WARNING, ProbeWatches
+from oomhero.sources.ebpf.common import ARMED_CRITICAL, ARMED_WARNING
+from oomhero.sources.ebpf.watches import ProbeWatches
 
 MIB = 1 << 20
 LIMIT = 100 * MIB

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from oomhero.config import WatchSettings
+from oomhero.kernel.cgroup import LIST
 from oomhero.targets.node import (
     ENVIRON_BOUND,
     Labels,
@@ -193,17 +194,19 @@ def test_symlinks_are_never_followed(tmp_path):
     assert found(root)[1] == {}
 
 
-def test_a_fifo_or_a_huge_cgroup_procs_neither_blocks_nor_is_read_whole(tmp_path):
+def test_a_fifo_a_huge_or_a_garbled_cgroup_procs_neither_blocks_nor_is_read(tmp_path):
     root = v2_dir(tmp_path / "root")
     (root / "cgroup.controllers").write_text("memory\n")
     box = unlimited(root / f"docker/{CID}", pids=[])
     (box / "cgroup.procs").unlink()
     os.mkfifo(box / "cgroup.procs")  # nobody writes it: a blocking open would hang
     huge = unlimited(root / f"docker/{CID2}", pids=[])
-    (huge / "cgroup.procs").write_text("9\n" * (1 << 20))  # 2 MiB: read up to the bound
+    (huge / "cgroup.procs").write_text("9\n" * (LIST // 2 + 1))  # past CgroupDir's bound
+    garbled = unlimited(root / f"docker/{CID[::-1]}", pids=[])
+    (garbled / "cgroup.procs").write_bytes(b"9\n\xff\x1b[2J\n")
+    fine = unlimited(root / f"docker/{CID2[::-1]}", pids=[10])
     (container,) = find_containers(str(root), 2)[1]
-    assert container.name == f"/docker/{CID2}" and set(container.pids) == {9}
-    assert len(container.pids) == (1 << 20) // 2
+    assert container.path == str(fine) and container.pids == (10,)
 
 
 def test_memory_root_finds_v2_or_the_v1_memory_hierarchy(tmp_path):

@@ -1,57 +1,44 @@
 """The ``ebpf`` wake-up source: a probe on the memcg charge path (bpf/).
 
 The probe checks each watched cgroup's thresholds in the kernel as pages are charged, so a
-crossing is seen at the charge that makes it, not at the next sample. Two loaders serve it:
-the prebuilt libbpf CO-RE object (``core``: loads in a fraction of a second, no compiler), used
-wherever the kernel has BTF; and bcc (``ChargeProbe``: compiles at start against the
-kernel's headers, seconds, tens of seconds under emulation), the fallback where there is no BTF
-or the object is refused (``loader``). Loading happens in a helper thread while the other
-sources and polling already run; the loop learns it is ready through a pipe and then takes the
-probe's ring buffer into its epoll like any other source (``watches``). Every problem — no
-privilege, no charge function, then for bcc no bcc, no headers, a compile error — becomes one
-``Unavailable`` reason; a probe that stops working later is given up with one line.
+crossing is seen at the charge that makes it, not at the next sample. One module a job:
+
+- ``loader``: what the probe needs (privilege, a charge function) and which loader serves:
+  ``core.CoreProbe``, the prebuilt libbpf CO-RE object (loads in a fraction of a second, no
+  compiler) wherever the kernel has BTF; else ``bcc.BccProbe`` (compiles at start against the
+  kernel's headers: seconds, tens of seconds under emulation), when asked for.
+- ``watches``: the probe as the engine sees it (``ProbeWatches``): loaded in a helper thread
+  while the other sources and polling already run, then its ring buffer in the loop's epoll
+  like any other source; given up with one line once it stops working.
+- ``common``: what both loaders share (``Crossing``, ``ProbeError``, the armed bits);
+  ``maps``: the ctypes layouts of the object's maps, checked against its BTF by ``btf``;
+  ``libbpf``: the few libbpf calls the CO-RE loader makes, through ctypes.
+
+Every problem — no privilege, no charge function, then for bcc no bcc, no headers, a compile
+error — becomes one ``Unavailable`` reason. Below: what the engine and doctor use.
 """
 
 from __future__ import annotations
 
-from oomhero.sources.ebpf.bcc import ChargeProbe
-from oomhero.sources.ebpf.common import (
-    ARMED_CRITICAL,
-    ARMED_WARNING,
-    CHARGE_FUNCTIONS,
-    PAGE,
-    Crossing,
-    ProbeError,
-    armed_for,
-    charge_functions,
-    may_load_kprobes,
-)
+from oomhero.sources.ebpf.common import Crossing, ProbeError
 from oomhero.sources.ebpf.core import OBJECT
 from oomhero.sources.ebpf.loader import (
-    BCC_NOT_ASKED,
     KERNEL_BTF,
+    charge_functions,
     core_trial,
-    load_probe,
+    may_load_kprobes,
     prerequisites,
 )
 from oomhero.sources.ebpf.watches import ProbeWatches
 
 __all__ = [
-    "ARMED_CRITICAL",
-    "ARMED_WARNING",
-    "BCC_NOT_ASKED",
-    "CHARGE_FUNCTIONS",
     "KERNEL_BTF",
     "OBJECT",
-    "PAGE",
-    "ChargeProbe",
     "Crossing",
     "ProbeError",
     "ProbeWatches",
-    "armed_for",
     "charge_functions",
     "core_trial",
-    "load_probe",
     "may_load_kprobes",
     "prerequisites",
 ]

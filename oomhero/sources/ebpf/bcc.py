@@ -14,7 +14,6 @@ from pathlib import Path
 
 from oomhero.kernel.procfs import pid_namespace
 from oomhero.sources.ebpf.common import (
-    BATCH_FUNCTION,
     Crossing,
     ProbeError,
     crossing_at,
@@ -34,6 +33,13 @@ BPF_SOURCES = next(
     _HERE.parents[2] / "bpf",
 )
 PROGRAM = BPF_SOURCES / "memcg_threshold_bcc.c"
+# The program for each charge function (memcg_threshold_bcc.c): the batch function's arguments
+# differ from the per-page ones'.
+PROGRAMS = {
+    "page_counter_try_charge": "on_counter_charge",
+    "try_charge_memcg": "on_charge",
+    "try_charge": "on_charge",
+}
 # What every kernel build includes first: where it is missing, the headers are not whole.
 KCONFIG = "include/linux/kconfig.h"
 
@@ -60,8 +66,8 @@ def bcc_prerequisites() -> None:
         )
 
 
-class ChargeProbe:
-    """The bcc loader: compiles and attaches the probe (``start``), then serves as a source."""
+class BccProbe:
+    """The probe compiled by bcc and attached as a kprobe (``start``), then a source."""
 
     name = "ebpf"
     mask = select.EPOLLIN
@@ -103,9 +109,8 @@ class ChargeProbe:
             raise ProbeError(f"the probe did not compile or load: {first_line(exc)}") from None
         refusals = []
         for function in functions:
-            program = "on_counter_charge" if function == BATCH_FUNCTION else "on_charge"
             try:
-                bpf.attach_kprobe(event=function, fn_name=program)
+                bpf.attach_kprobe(event=function, fn_name=PROGRAMS[function])
                 break
             except Exception as exc:
                 refusals.append(f"kprobe {function}: {first_line(exc)}")
@@ -142,7 +147,7 @@ class ChargeProbe:
 
     def watch(self, cid: int, warning: int, critical: int, armed: int) -> None:
         """Set a cgroup's thresholds (bytes) and armed bits in the probe's map."""
-        # The same layout as the CO-RE loader's (common.Watch), through bcc's own libbpf.
+        # The same layout as the CO-RE loader's (maps.Watch), through bcc's own libbpf.
         self._bpf["watches"][ctypes.c_uint64(cid)] = watch_value(warning, critical, armed)
         if cid not in self._watched:
             self._watched.add(cid)

@@ -1,8 +1,7 @@
-"""What both loaders of the charge probe (CO-RE in ``core``, bcc in the package) share.
-
-The map value and event layouts mirror bpf/memcg_threshold.h, and the in-kernel check is that
-header's; here are the armed bits as the policy sets them, the decoding of an event into a
-``Crossing``, and the checks that come before either loader: privilege and a charge function.
+"""What both loaders of the charge probe (CO-RE in ``core``, bcc in ``bcc``) share: the map
+value and event in user space's terms (a ``Crossing`` decoded from an event, a watch encoded from
+thresholds in bytes, the armed bits as the policy sets them) and ``ProbeError``. The ctypes
+layouts themselves are in ``maps``; the in-kernel check is bpf/memcg_threshold.h's.
 """
 
 from __future__ import annotations
@@ -11,20 +10,12 @@ import ctypes
 import os
 from dataclasses import dataclass
 
-from oomhero.kernel.procfs import effective_capabilities, kernel_symbols_among
+from oomhero.sources.ebpf.maps import Event, Watch
 
-# The probe points, in the order tried. page_counter_try_charge(counter, nr_pages, fail) runs
-# once per charge batch (64 pages: the memcg refills a per-CPU stock), for every kind of page
-# counter (the probe checks it is a memcg's ``memory``); the memcg's own charge functions,
-# (memcg, gfp_mask, nr_pages), run once per page: the fallback where the first cannot attach.
-BATCH_FUNCTION = "page_counter_try_charge"
-CHARGE_FUNCTIONS = (BATCH_FUNCTION, "try_charge_memcg", "try_charge")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 ARMED_WARNING, ARMED_CRITICAL = 1, 2
-LINE_WATCHED = 4  # watched levels a CPU's cached line holds (memcg_threshold.h)
 # The armed bit of the next threshold above each policy level (0 ok, 1 warning, 2 critical).
 NEXT_ARMED_BIT = (ARMED_WARNING, ARMED_CRITICAL, 0)
-CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
 
 
 class ProbeError(Exception):
@@ -42,37 +33,6 @@ class Crossing:
     pid: int
     signalled: bool
     read_at: float  # CLOCK_MONOTONIC seconds when oomhero read the event
-
-
-def layout(spec: str) -> tuple[tuple[str, type], ...]:
-    """A C struct's fields for ctypes, from ``"u64 name, u32 other"`` as the header writes them."""
-    kinds = {"u64": ctypes.c_uint64, "u32": ctypes.c_uint32}
-    return tuple((name, kinds[kind]) for kind, name in (f.split() for f in spec.split(", ")))
-
-
-class Watch(ctypes.Structure):
-    """``struct watch``: the value of the ``watches`` map, keyed by cgroup id."""
-
-    _fields_ = layout("u64 warning_pages, u64 critical_pages, u32 armed, u32 pad")
-
-
-class Seen(ctypes.Structure):
-    """``struct seen``: one CPU's value of the per-CPU ``seen`` map."""
-
-    _fields_ = (
-        *layout("u64 calls, u64 memcg, u64 usage_pages, u64 nr_pages, u64 line_memcg"),
-        *layout("u64 line_id, u64 line_generation, u64 line_watched"),
-        ("watched_memcg", ctypes.c_uint64 * LINE_WATCHED),
-        ("watched_id", ctypes.c_uint64 * LINE_WATCHED),
-    )
-
-
-class Event(ctypes.Structure):
-    """``struct event``: one record of the ``events`` ring buffer."""
-
-    _fields_ = layout(
-        "u64 cgroup_id, u64 usage_pages, u64 ktime_ns, u32 level, u32 pid, u32 signalled, u32 pad"
-    )
 
 
 def watch_value(warning: int, critical: int, armed: int) -> Watch:
@@ -110,36 +70,7 @@ def armed_for(level: int, usage: int, warning: int, critical: int) -> int:
     return bits
 
 
-def charge_functions(kallsyms: str = "/proc/kallsyms") -> list[str]:
-    """The probe points this kernel has, in the order to try them (ProbeError: none)."""
-    try:
-        names = kernel_symbols_among(CHARGE_FUNCTIONS, kallsyms)
-    except OSError as exc:
-        raise ProbeError(f"cannot read {kallsyms}: {exc.strerror}") from None
-    found = [name for name in CHARGE_FUNCTIONS if name in names]
-    if not found:
-        raise ProbeError(f"no memcg charge function to probe ({' or '.join(CHARGE_FUNCTIONS)})")
-    return found
-
-
-def may_load_kprobes() -> bool:
-    """Whether this process may load tracing programs (fentry or kprobe)."""
-    effective = effective_capabilities()
-
-    def has(cap: int) -> bool:
-        return bool(effective >> cap & 1)
-
-    return has(CAP_SYS_ADMIN) or (has(CAP_BPF) and has(CAP_PERFMON))
-
-
-def prerequisites() -> list[str]:
-    """What either loader needs: the privilege, and a charge function; returns the functions
-    to try."""
-    if not may_load_kprobes():
-        raise ProbeError("loading the probe needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN")
-    return charge_functions()
-
-
 def first_line(exc: BaseException) -> str:
+    """An exception as one bounded line, for a log line's ``why``."""
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:300]

@@ -19,7 +19,8 @@ from pathlib import Path
 from oomhero.kernel.procfs import pid_namespace
 
 from . import libbpf
-from .common import Crossing, ProbeError, Seen, crossing_at, layout, watch_value
+from .common import Crossing, ProbeError, crossing_at, watch_value
+from .maps import Seen, Settings
 
 OBJECT = Path(__file__).resolve().with_name("memcg_threshold.bpf.o")
 # The object's programs by (attach kind, charge function); per function, fentry is tried first.
@@ -32,14 +33,8 @@ PROGRAMS = {
 }
 
 
-class Settings(ctypes.Structure):
-    """The object's ``settings`` (its whole ``.rodata``), set before load."""
-
-    _fields_ = layout("u64 pidns_dev, u64 pidns_ino, u32 signal_on_critical, u32 pad")
-
-
 class CoreProbe:
-    """Loads and attaches the CO-RE object (``start``), then serves as a source."""
+    """The prebuilt CO-RE object, loaded and attached by libbpf (``start``), then a source."""
 
     name = "ebpf"
     mask = select.EPOLLIN

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 
 from oomhero.kernel.cgroup import CgroupDir
-from oomhero.sources.ebpf.bcc import ChargeProbe
+from oomhero.sources.ebpf.bcc import BccProbe
 from oomhero.sources.ebpf.common import (
     NEXT_ARMED_BIT,
     Crossing,
@@ -88,7 +88,7 @@ class ProbeWatches:
         load."""
         self.register, self.unregister, self.say = register, unregister, say
         self.resample, self.safety_net = resample, safety_net
-        self.probe: CoreProbe | ChargeProbe | None = None
+        self.probe: CoreProbe | BccProbe | None = None
         self.error: str | None = None
         self.why_not_core: str | None = None
         self.ready = False
