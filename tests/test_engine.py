@@ -17,10 +17,11 @@ from oomhero import log
 from oomhero.actions.listener import Listeners
 from oomhero.actions.metrics import Metrics
 from oomhero.config import WatchSettings
-from oomhero.engine import Engine, due
+from oomhero.engine import Engine
 from oomhero.kernel.cgroup import CgroupDir, CgroupError, CgroupRefused, MemorySample
 from oomhero.kernel.procfs import read_proc
 from oomhero.sampler import Sampler
+from oomhero.sources.polling import due
 from oomhero.targets import Found, Target
 from oomhero.watchlist import RETRY_FIRST, RETRY_LAST, SAY_AFTER, RescanGate
 from tests.helpers import RECORDER, Recorder, received, v2_dir

@@ -234,7 +234,7 @@ def _inotify_check() -> Check:
                 "memory.events (each target's sources line says)",
                 applies=False,
             )
-        _, missing = probe(cgroup, ("inotify",), None)
+        _, missing = probe(cgroup, WatchSettings(sources=("inotify",)))
     finally:
         cgroup.close()
     if missing:
@@ -382,7 +382,7 @@ def target_checks(found: dict[str, Found], settings: WatchSettings) -> TargetRep
 
 def source_check(name: str, cgroup: CgroupDir, settings: WatchSettings) -> tuple[Check, list[str]]:
     """Which kernel wake-up sources this target would get, and why the others not."""
-    active, missing = probe(cgroup, settings.sources, settings.psi, settings.bcc)
+    active, missing = probe(cgroup, settings)
     detail = ", ".join(active) or "none: polling only"
     detail += "".join(f"; {source}: {why}" for source, why in missing.items())
     return Check(f"sources {name}", bool(active), detail), list(active)

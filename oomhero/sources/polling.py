@@ -7,6 +7,7 @@ idle container costs a sample per ceiling, one racing toward its limit is sample
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -14,11 +15,20 @@ from oomhero.policy import Level
 
 if TYPE_CHECKING:
     from oomhero.config import WatchSettings
+    from oomhero.targets import Target
 
 # Sample when half the estimated time to the next threshold has passed: growth may speed up.
 SAFETY = 0.5
 # Weight of the newest rate in the running estimate.
 ALPHA = 0.5
+# Targets due within this long of each other are sampled in one wake-up: a wake (epoll_wait and
+# a loop iteration) costs about what a sample does, and a millisecond early changes nothing.
+BATCH = 0.001
+
+
+def due(targets: Iterable[Target], now: float, batch: float = BATCH) -> list[Target]:
+    """The targets to sample in the wake at ``now``: those due now or within ``batch``."""
+    return [t for t in targets if t.next_sample_at <= now + batch]
 
 
 @dataclass

@@ -18,7 +18,6 @@ from oomhero.config import WatchSettings
 from oomhero.kernel.cgroup import MemorySample
 from oomhero.kernel.procfs import ProcessSet, ProcInfo, current_comm
 from oomhero.policy import PolicyState, Thresholds
-from oomhero.sources.ebpf import Crossing
 from oomhero.sources.polling import GrowthEstimate
 
 
@@ -81,8 +80,6 @@ class Target:
     limit_read_at: float | None = None  # monotonic time the sampler last read the limit
     events_seen: dict[str, int] = field(default_factory=dict)  # memory.events counters
     missing_sources: dict[str, str] = field(default_factory=dict)  # source → why not
-    crossing: Crossing | None = None  # the eBPF probe's event that woke this sample
-    signalled_in_kernel: set[int] = field(default_factory=set)  # pids --bpf-signal reached
     last_signal: tuple[str, float] | None = None  # signal name, wall-clock time
     list_pids: Callable[[], list[int]] | None = None  # Found.pids of its reader
     thresholds: Thresholds = field(init=False)  # the policy's view of ``settings``
