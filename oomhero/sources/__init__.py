@@ -19,8 +19,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from oomhero.kernel.cgroup import CgroupDir, MemorySample
-from oomhero.sources import ebpf_source, eventfd, inotify, psi  # noqa: F401 (each declares one)
 from oomhero.sources.base import SOURCES, Loop, Say, Wake
+
+# isort: off
+# Each declares its source, in the order doctor and ``--sources all`` give them.
+from oomhero.sources import inotify, psi, eventfd, ebpf_source  # noqa: F401
+
+# isort: on
 from oomhero.sources.eventfd import threshold_bytes
 from oomhero.sources.unavailable import Unavailable
 

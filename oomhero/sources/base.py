@@ -43,6 +43,28 @@ class Wake:
 
 
 @dataclass
+class Check:
+    """One line of ``oomhero doctor``: ok, missing, or n/a (not needed here), and why."""
+
+    name: str
+    ok: bool
+    detail: str
+    applies: bool = True  # False: not needed on this machine (n/a), whatever it says
+
+    def line(self) -> str:
+        status = "ok" if self.ok else "missing" if self.applies else "n/a"
+        return f"{status:8} {self.name:22} {self.detail}"
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Where doctor found the memory controller, for each source's own checks."""
+
+    v2_memory: str | None  # the cgroup v2 mount point, where it has the memory controller
+    v1_memory: str | None  # the cgroup v1 memory hierarchy's mount point
+
+
+@dataclass
 class Loop:
     """What a source may ask of the loop: ``register``/``unregister`` a descriptor in its
     epoll; ``say(msg, **fields)`` a line away from any target (a probe ready, or failed),
@@ -66,6 +88,7 @@ class WakeSource:
     # The cgroup interface it waits on (``CgroupDir.offers``), and why not where there is none.
     needs: ClassVar[str | None] = None
     lacking: ClassVar[str] = ""
+    check: ClassVar[str]  # the name of doctor's line that says whether it works here
 
     def __init__(self, loop: Loop) -> None:
         self.loop = loop
@@ -80,6 +103,20 @@ class WakeSource:
         """Would it work for this cgroup? Raises ``Unavailable`` why not; leaves nothing
         behind (for doctor and status)."""
         cls.require(cgroup)
+
+    @classmethod
+    def doctor(cls, machine: Machine) -> list[Check]:
+        """Its lines in ``oomhero doctor``: does it work on this machine?"""
+        return []
+
+    @classmethod
+    def works(cls, checks: dict[str, Check], settings: WatchSettings) -> tuple[str | None, str]:
+        """What doctor's verdict says of it, from the ``checks`` by name: (what it wakes as,
+        "") where it works, else (None, why not; "" when no check says)."""
+        check = checks.get(cls.check)
+        if check is None:
+            return None, ""
+        return (cls.name, "") if check.ok else (None, check.detail)
 
     def attach(self, key: str, cgroup: CgroupDir) -> None:
         """Start watching a target; raises ``Unavailable`` with a reason a user can act on."""

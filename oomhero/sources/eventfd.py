@@ -9,9 +9,10 @@ import os
 import select
 from typing import TYPE_CHECKING
 
+from oomhero.kernel import features
 from oomhero.kernel.cgroup import CgroupDir, CgroupGone, CgroupRefused, MemorySample
 from oomhero.kernel.procfs import descriptors_scarce
-from oomhero.sources.base import SCARCE, PerTarget, wake_source
+from oomhero.sources.base import SCARCE, Check, Machine, PerTarget, wake_source
 from oomhero.sources.unavailable import Unavailable
 
 if TYPE_CHECKING:
@@ -80,6 +81,17 @@ class EventfdSource(PerTarget):
     name = "eventfd"
     needs = "cgroup.event_control"
     lacking = "eventfd thresholds are a cgroup v1 feature"
+    check = "v1 thresholds"
+
+    @classmethod
+    def doctor(cls, machine: Machine) -> list[Check]:
+        if machine.v1_memory is None:
+            why = "needs the memory controller on cgroup v1 (cgroup.event_control)"
+            return [Check(cls.check, False, why, applies=False)]
+        control = features.v1_event_control(machine.v1_memory)
+        if not os.path.exists(control):
+            return [Check(cls.check, False, f"{control} does not exist")]
+        return [Check(cls.check, True, f"{control} present (eventfd thresholds)")]
 
     @classmethod
     def trial(cls, cgroup: CgroupDir, settings: WatchSettings) -> None:

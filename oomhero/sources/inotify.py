@@ -10,7 +10,8 @@ import select
 from typing import TYPE_CHECKING
 
 from oomhero.kernel.cgroup import CgroupDir, CgroupGone, CgroupRefused
-from oomhero.sources.base import Loop, Wake, WakeSource, wake_source
+from oomhero.kernel.locate import open_own
+from oomhero.sources.base import Check, Loop, Machine, Wake, WakeSource, wake_source
 from oomhero.sources.unavailable import Unavailable
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ class InotifySource(WakeSource):
     name = "inotify"
     needs = "memory.events"
     lacking = "cgroup v1 has no memory.events to watch"
+    check = "inotify memory.events"
 
     def __init__(self, loop: Loop) -> None:
         super().__init__(loop)
@@ -97,6 +99,34 @@ class InotifySource(WakeSource):
             watches.add("probe", cgroup)
         finally:
             watches.close()
+
+    @classmethod
+    def doctor(cls, machine: Machine) -> list[Check]:
+        """Its own trial, on this process's cgroup."""
+        if machine.v2_memory is None:
+            why = "needs the memory controller on cgroup v2 (per-cgroup memory.events)"
+            return [Check(cls.check, False, why, applies=False)]
+        cgroup = open_own()
+        if cgroup is None:
+            return [Check(cls.check, False, "this process's cgroup cannot be seen here")]
+        try:
+            if not cgroup.has("memory.events"):
+                why = (
+                    "not probed here: this process's cgroup is the root, which has no "
+                    "memory.events (each target's sources line says)"
+                )
+                return [Check(cls.check, False, why, applies=False)]
+            cls.require(cgroup)
+            watches = InotifyWatches()
+            try:
+                watches.add("probe", cgroup)
+            finally:
+                watches.close()
+        except Unavailable as exc:
+            return [Check(cls.check, False, str(exc))]
+        finally:
+            cgroup.close()
+        return [Check(cls.check, True, f"watch on {cgroup.path}/memory.events accepted")]
 
     def attach(self, key: str, cgroup: CgroupDir) -> None:
         self.require(cgroup)

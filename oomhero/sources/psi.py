@@ -9,9 +9,10 @@ import os
 import select
 from typing import TYPE_CHECKING
 
+from oomhero.kernel import features
 from oomhero.kernel.cgroup import CgroupDir, CgroupGone, CgroupRefused
 from oomhero.kernel.procfs import descriptors_scarce
-from oomhero.sources.base import SCARCE, PerTarget, wake_source
+from oomhero.sources.base import SCARCE, Check, Machine, PerTarget, wake_source
 from oomhero.sources.unavailable import Unavailable
 
 if TYPE_CHECKING:
@@ -75,7 +76,20 @@ class PsiSource(PerTarget):
     name = "psi"
     needs = "memory.pressure"
     lacking = "cgroup v1 has no per-cgroup memory.pressure"
+    check = "PSI"
     OFF = "turned off (--psi off)"
+
+    @classmethod
+    def doctor(cls, machine: Machine) -> list[Check]:
+        if machine.v2_memory is None:
+            why = "needs the memory controller on cgroup v2 (per-cgroup memory.pressure)"
+            return [Check(cls.check, False, why, applies=False)]
+        error = features.psi_error()
+        if error:
+            why = f"{error} (kernel without CONFIG_PSI, or booted with psi=0)"
+            return [Check(cls.check, False, why)]
+        said = "readable; triggers need CAP_SYS_RESOURCE or a window that is a multiple of 2 s"
+        return [Check(cls.check, True, f"{features.PSI_MEMORY} {said}")]
 
     @classmethod
     def trial(cls, cgroup: CgroupDir, settings: WatchSettings) -> None:
