@@ -8,7 +8,6 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from oomhero.actions import Actions
 from oomhero.actions.listener import Listeners
@@ -18,13 +17,11 @@ from oomhero.kernel.cgroup import CgroupError, CgroupGone, CgroupRefused
 from oomhero.policy import Decision, evaluate
 from oomhero.sampler import Sampler
 from oomhero.sources import WakeSources
+from oomhero.sources.base import Wake
 from oomhero.sources.epoll import STOP_SIGNALS, Epoll
 from oomhero.sources.polling import Polling, due
 from oomhero.targets import Scanner, Target
 from oomhero.watchlist import Watchlist
-
-if TYPE_CHECKING:
-    from oomhero.sources.base import Crossing
 
 
 class Engine:
@@ -36,14 +33,12 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings, self.rescan_interval, self.clock = settings, rescan_interval, clock
-        self.epoll = Epoll()  # what the loop waits on
-        self.add_source = self.epoll.add  # another descriptor for the loop (top's keys)
+        self.epoll = Epoll()  # what the loop waits on: every source's descriptors (top's keys)
         self.listeners, report, self.polling = Listeners(), Report(), Polling(settings)
         self.sampler = Sampler(settings, lambda: self.listeners.wants_page_cache)
         say = (report.globally, report.once_globally)
-        self.sources = WakeSources(
-            settings, self.epoll.add, self.epoll.remove, *say, self.sample_soon
-        )
+        self.sources = WakeSources(settings, self.epoll.add, self.epoll.remove, *say,
+                                   lambda keys: self.watchlist.sample_soon(keys))  # fmt: skip
         self.watchlist = Watchlist(scanner, settings, self.sources, self.sampler, report,
                                    self.listeners, self.polling.describe(), clock,
                                    rescan_interval)  # fmt: skip
@@ -53,32 +48,22 @@ class Engine:
         self.outputs: list[Callable[[], None]] = []  # closers of its outputs (metrics, webhook)
         self.stopping, self.stopped_by = False, None  # and the signal that stopped the loop
 
-    def sample_soon(self, keys: set[str]) -> None:
-        """Have these targets sampled in the next wake (a source that covered them is gone)."""
-        now = self.clock()
-        for target in filter(None, map(self.targets.get, keys)):
-            target.next_sample_at = min(target.next_sample_at, now)
-
     def sample_all(self, source: str) -> None:
-        now = self.clock()
+        now, wake = self.clock(), Wake(set(), source)
         for target in list(self.targets.values()):
-            self.sample_target(target, now, source)
+            self.sample_target(target, now, wake)
 
-    def sample_target(
-        self, target: Target, now: float, source: str, crossing: Crossing | None = None
-    ) -> Decision | None:
-        """One visit, read → decide → act; ``crossing``: the probe's event that woke it. A target
-        whose cgroup is removed, or is not the kernel's, ends here."""
+    def sample_target(self, target: Target, now: float, wake: Wake) -> Decision | None:
+        """One visit, read → decide → act, for what ``wake`` says. A target whose cgroup is
+        removed, or is not the kernel's, ends here."""
         if target.key not in self.targets:
             return None  # ended earlier in this wake-up
-        self.samples_by_wakeup[source] += 1
+        self.samples_by_wakeup[wake.source] += 1
         with self.watchlist.ending(target):
-            return self._visit(target, now, source, crossing)
+            return self._visit(target, now, wake.source, wake.crossings.get(target.key))
         return None
 
-    def _visit(
-        self, target: Target, now: float, source: str, crossing: Crossing | None
-    ) -> Decision | None:
+    def _visit(self, target: Target, now: float, source: str, crossing: object) -> Decision | None:
         try:
             sample = self.sampler.read(target, now)
         except (CgroupGone, CgroupRefused):
@@ -95,9 +80,8 @@ class Engine:
         pressure = self.sampler.pressure(target, self.actions.no_pressure)
         decision = evaluate(target.thresholds, target.state, sample.percent, now, pressure)
         delivery = self.actions.signal(target, decision, crossing)  # first: nothing delays it
-        self.sources.follow(target, sample.memory)
+        covered = self.sources.follow(target, sample.memory)
         level, limit, rate = target.state.level, sample.memory.limit, target.growth.rate
-        covered = self.sources.covers(target.key, level)
         delay = self.polling.delay(target.settings, level, sample.value, limit, rate, covered, now)
         target.next_sample_at = now + delay
         self.actions.decided(target, sample, decision, source, delay, delivery, crossing)
@@ -107,14 +91,14 @@ class Engine:
         """Loop until SIGTERM, SIGINT, SIGHUP or ``until()`` is true; listeners' tick() runs every
         iteration, at least every ``max_wait`` seconds when given."""
         with self.epoll.stopping_on(STOP_SIGNALS, self._stop):
-            self.watchlist.next_scan = self.clock()  # a scan first
+            self.watchlist.next_scan, polled = self.clock(), Wake(set(), self.polling.name)
             while not self.stopping and not until():
                 now = self.clock()
                 upkeep = self.watchlist.upkeep(now)  # who is there to watch
                 for target in due(self.targets.values(), now):
-                    self.sample_target(target, now, self.polling.name)
+                    self.sample_target(target, now, polled)
                 self.listeners.tick(self)
-                deadline = min(upkeep, *(t.next_sample_at for t in self.targets.values()))
+                deadline = min([upkeep, *(t.next_sample_at for t in self.targets.values())])
                 if max_wait is not None:
                     deadline = min(deadline, self.clock() + max_wait)
                 for member, failed in self.epoll.wait(deadline - self.clock()):
@@ -126,7 +110,7 @@ class Engine:
             if wake.events_changed:
                 killed = self.sampler.news(target)
                 self.actions.oom_killed(target, killed, target.events_seen.get("oom_kill"))
-            self.sample_target(target, now, wake.source, wake.crossings.get(target.key))
+            self.sample_target(target, now, wake)
 
     def _stop(self, signum: int, _frame: object) -> None:
         self.stopping = True

@@ -95,6 +95,12 @@ class Watchlist:
         self.unopened: dict[str, Unopened] = {}  # names found but not watched, and why
         self.scanned_once = False
 
+    def sample_soon(self, keys: set[str]) -> None:
+        """Have these targets sampled in the next wake (a source that covered them is gone)."""
+        now = self.clock()
+        for target in filter(None, map(self.targets.get, keys)):
+            target.next_sample_at = min(target.next_sample_at, now)
+
     def upkeep(self, now: float) -> float:
         """Rescan when due, else open again what could not be opened when its retry is due;
         returns when next either is."""

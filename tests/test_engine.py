@@ -575,3 +575,15 @@ def test_the_limit_is_read_again_at_the_slowest_cadence(tmp_path):
         assert not Sampler(WatchSettings(interval=5.0)).limit_due(10.0, 13.0)
     finally:
         cgroup.close()
+
+
+def test_the_loop_turns_with_no_target_and_the_engine_closes_its_outputs_on_leaving():
+    """Nothing to watch yet (a pod's other containers not started): the loop waits for the next
+    scan; leaving ``with`` closes what the engine opened and every output handed to it."""
+    turns, closed = [], []
+    with Engine(FakeScanner(), WatchSettings(sources=())) as engine:
+        engine.outputs.append(lambda: closed.append("output"))
+        engine.run(until=lambda: turns.append(1) or len(turns) > 3, max_wait=0.01)
+        assert not engine.targets and engine.watchlist.scanned_once
+        assert not closed
+    assert closed == ["output"]

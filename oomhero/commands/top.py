@@ -134,7 +134,7 @@ def show(engine, console: Console | None = None, stdin=None) -> int:
         with contextlib.ExitStack() as stack:
             if keyboard:
                 stack.enter_context(cbreak(stdin.fileno()))
-                engine.add_source(KeySource(stdin.fileno(), view))
+                engine.epoll.add(KeySource(stdin.fileno(), view))
             if _isatty(sys.stderr):
                 stack.enter_context(view.capturing_logs())
             view.live = stack.enter_context(

@@ -64,11 +64,13 @@ class WakeSources:
                 missing[name] = str(exc)
         return missing
 
-    def follow(self, target: Target, sample: MemorySample) -> None:
+    def follow(self, target: Target, sample: MemorySample) -> bool:
         """Keep threshold-based sources in step with a target just sampled (v1 thresholds at
-        byte values of its limit, the probe's map); one that cannot is said once."""
+        byte values of its limit, the probe's map); one that cannot is said once. Returns
+        whether one sees the target's next crossing the moment it happens, so polling need
+        only be the safety net (a limit change, a probe gone)."""
         if not isinstance(target.reader, CgroupDir):
-            return
+            return False
         level, own = target.state.level, target.settings
         for name, kind in self.kinds.items():
             try:
@@ -78,11 +80,7 @@ class WakeSources:
                 self.loop.say_once(
                     f"{name}:{why}", "source unavailable", source=name, why=why, target=target.name
                 )
-
-    def covers(self, key: str, level: int) -> bool:
-        """A source sees this target's next crossing above ``level`` the moment it happens, so
-        polling need only be the safety net (a limit change, a probe gone)."""
-        return any(kind.covers(key, level) for kind in self.kinds.values())
+        return any(kind.covers(target.key, level) for kind in self.kinds.values())
 
     def active(self, key: str) -> list[str]:
         return sorted(name for name, kind in self.kinds.items() if kind.watching(key))
