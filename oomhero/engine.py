@@ -16,7 +16,6 @@ from oomhero.config import WatchSettings
 from oomhero.kernel.cgroup import CgroupError, CgroupGone, CgroupRefused
 from oomhero.policy import Decision, evaluate
 from oomhero.sampler import Sampler
-from oomhero.sources import WakeSources
 from oomhero.sources.base import Wake
 from oomhero.sources.epoll import STOP_SIGNALS, Epoll
 from oomhero.sources.polling import Polling, due
@@ -36,22 +35,15 @@ class Engine:
         self.epoll = Epoll()  # what the loop waits on: every source's descriptors (top's keys)
         self.listeners, report, self.polling = Listeners(), Report(), Polling(settings)
         self.sampler = Sampler(settings, lambda: self.listeners.wants_page_cache)
-        say = (report.globally, report.once_globally)
-        self.sources = WakeSources(settings, self.epoll.add, self.epoll.remove, *say,
-                                   lambda keys: self.watchlist.sample_soon(keys))  # fmt: skip
-        self.watchlist = Watchlist(scanner, settings, self.sources, self.sampler, report,
+        self.watchlist = Watchlist(scanner, settings, self.epoll, self.sampler, report,
                                    self.listeners, self.polling.describe(), clock,
                                    rescan_interval)  # fmt: skip
+        self.sources = self.watchlist.sources  # what wakes the loop for each target
         self.actions = Actions(settings, self.watchlist.refresh, self.listeners, report)
         self.targets = self.watchlist.targets
         self.samples_by_wakeup: Counter[str] = Counter()  # by the source that woke the loop
         self.outputs: list[Callable[[], None]] = []  # closers of its outputs (metrics, webhook)
         self.stopping, self.stopped_by = False, None  # and the signal that stopped the loop
-
-    def sample_all(self, source: str) -> None:
-        now, wake = self.clock(), Wake(set(), source)
-        for target in list(self.targets.values()):
-            self.sample_target(target, now, wake)
 
     def sample_target(self, target: Target, now: float, wake: Wake) -> Decision | None:
         """One visit, read → decide → act, for what ``wake`` says. A target whose cgroup is
@@ -81,8 +73,7 @@ class Engine:
         decision = evaluate(target.thresholds, target.state, sample.percent, now, pressure)
         delivery = self.actions.signal(target, decision, crossing)  # first: nothing delays it
         covered = self.sources.follow(target, sample.memory)
-        level, limit, rate = target.state.level, sample.memory.limit, target.growth.rate
-        delay = self.polling.delay(target.settings, level, sample.value, limit, rate, covered, now)
+        delay = self.polling.after(target, sample.value, sample.memory.limit, covered, now)
         target.next_sample_at = now + delay
         self.actions.decided(target, sample, decision, source, delay, delivery, crossing)
         return decision
@@ -113,8 +104,7 @@ class Engine:
             self.sample_target(target, now, wake)
 
     def _stop(self, signum: int, _frame: object) -> None:
-        self.stopping = True
-        self.stopped_by = signal.Signals(signum).name
+        self.stopping, self.stopped_by = True, signal.Signals(signum).name
 
     def __enter__(self) -> Engine:
         return self

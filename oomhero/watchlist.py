@@ -14,13 +14,14 @@ from oomhero import log
 from oomhero.config import WatchSettings
 from oomhero.kernel.cgroup import CgroupDir, CgroupError, CgroupGone, CgroupRefused
 from oomhero.kernel.procfs import ProcInfo, process_generation
+from oomhero.sources import WakeSources
 from oomhero.targets import Found, Reader, Scanner, Target
 
 if TYPE_CHECKING:
     from oomhero.actions.listener import Listeners
     from oomhero.actions.report import Report
     from oomhero.sampler import Sampler
-    from oomhero.sources import WakeSources
+    from oomhero.sources.epoll import Epoll
 
 
 # Rescan at least this often even when no process started or exited (a change the gate missed
@@ -76,7 +77,7 @@ class Watchlist:
         self,
         scanner: Scanner,
         settings: WatchSettings,
-        sources: WakeSources,
+        epoll: Epoll,
         sampler: Sampler,
         report: Report,
         listeners: Listeners,
@@ -84,7 +85,9 @@ class Watchlist:
         clock: Callable[[], float],
         rescan_interval: float = 1.0,
     ) -> None:
-        self.scanner, self.settings, self.sources = scanner, settings, sources
+        self.scanner, self.settings = scanner, settings
+        say = (report.globally, report.once_globally)
+        self.sources = WakeSources(settings, epoll.add, epoll.remove, *say, self.sample_soon)
         self.clock, self.rescan_interval = clock, rescan_interval
         self.rescans = RescanGate(process_generation)  # the per-second rescan, if anything changed
         self.next_scan = -math.inf

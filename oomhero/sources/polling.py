@@ -114,6 +114,11 @@ class Polling:
         next_threshold = None if above is None else int(limit * above / 100)
         return next_delay(value, next_threshold, rate, s.poll_floor, s.poll_ceiling, s.poll_burst)
 
+    def after(self, target: Target, value: int, limit: int, covered: bool, now: float) -> float:
+        """``delay`` for a target just sampled at ``value`` of ``limit`` bytes."""
+        own, level, rate = target.settings, target.state.level, target.growth.rate
+        return self.delay(own, level, value, limit, rate, covered, now)
+
     def describe(self) -> str:
         s = self.settings
         if s.interval is not None:
