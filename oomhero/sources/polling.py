@@ -8,7 +8,6 @@ idle container costs a sample per ceiling, one racing toward its limit is sample
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from oomhero.policy import Level
@@ -19,8 +18,6 @@ if TYPE_CHECKING:
 
 # Sample when half the estimated time to the next threshold has passed: growth may speed up.
 SAFETY = 0.5
-# Weight of the newest rate in the running estimate.
-ALPHA = 0.5
 # Targets due within this long of each other are sampled in one wake-up: a wake (epoll_wait and
 # a loop iteration) costs about what a sample does, and a millisecond early changes nothing.
 BATCH = 0.001
@@ -29,24 +26,6 @@ BATCH = 0.001
 def due(targets: Iterable[Target], now: float, batch: float = BATCH) -> list[Target]:
     """The targets to sample in the wake at ``now``: those due now or within ``batch``."""
     return [t for t in targets if t.next_sample_at <= now + batch]
-
-
-@dataclass
-class GrowthEstimate:
-    """Recent growth rate of a target's usage, bytes per second."""
-
-    last_value: int | None = None
-    last_time: float | None = None
-    rate: float = 0.0
-
-    def update(self, value: int, now: float) -> float:
-        if self.last_value is not None and self.last_time is not None and now > self.last_time:
-            instant = (value - self.last_value) / (now - self.last_time)
-            smoothed = ALPHA * instant + (1 - ALPHA) * self.rate
-            # A sudden burst must not be averaged away: the faster of the two counts.
-            self.rate = max(instant, smoothed)
-        self.last_value, self.last_time = value, now
-        return self.rate
 
 
 def next_delay(

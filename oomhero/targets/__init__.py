@@ -18,7 +18,9 @@ from oomhero.config import WatchSettings
 from oomhero.kernel.cgroup import MemorySample
 from oomhero.kernel.procfs import ProcessSet, ProcInfo, current_comm
 from oomhero.policy import PolicyState, Thresholds
-from oomhero.sources.polling import GrowthEstimate
+
+# Weight of the newest rate in a target's running growth estimate.
+ALPHA = 0.5
 
 
 class Reader(Protocol):
@@ -62,6 +64,24 @@ class Scanner(Protocol):
     def close(self) -> None:
         """Release what the scanner keeps open between scans."""
         ...
+
+
+@dataclass
+class GrowthEstimate:
+    """Recent growth rate of a target's usage, bytes per second."""
+
+    last_value: int | None = None
+    last_time: float | None = None
+    rate: float = 0.0
+
+    def update(self, value: int, now: float) -> float:
+        if self.last_value is not None and self.last_time is not None and now > self.last_time:
+            instant = (value - self.last_value) / (now - self.last_time)
+            smoothed = ALPHA * instant + (1 - ALPHA) * self.rate
+            # A sudden burst must not be averaged away: the faster of the two counts.
+            self.rate = max(instant, smoothed)
+        self.last_value, self.last_time = value, now
+        return self.rate
 
 
 @dataclass
