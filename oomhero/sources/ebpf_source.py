@@ -60,7 +60,7 @@ class EbpfSource(WakeSource):
     def woken(self, keys: set[str]) -> Wake:
         """With the crossing that woke each target: for its sample's log line, and a process
         the probe signalled itself (--bpf-signal) is not signalled again."""
-        found = {key: self.watches.crossings.pop(key, None) for key in keys}
+        found = {key: self.watches.crossing(key) for key in keys}
         return Wake(keys, self.name, {k: c for k, c in found.items() if c is not None})
 
     def detach(self, key: str) -> None:
