@@ -12,6 +12,7 @@ package (``oomhero/sources/__init__.py``).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
@@ -81,7 +82,7 @@ class Loop:
     notes: list[str] = field(default_factory=list)
 
 
-class WakeSource:
+class WakeSource(ABC):
     """One kind of wake-up source, for all the engine's targets."""
 
     name: ClassVar[str]
@@ -126,10 +127,13 @@ class WakeSource:
         self, key: str, cgroup: CgroupDir, sample: MemorySample, level: int, own: WatchSettings
     ) -> None:
         """Keep in step with the target's limit, usage and policy ``level`` at its ``own``
-        thresholds, after each sample; raises ``Unavailable`` when it cannot (said once)."""
+        thresholds, after each sample; raises ``Unavailable`` when it cannot (said once).
+        Most sources have nothing to keep in step."""
+        return
 
+    @abstractmethod
     def watching(self, key: str) -> bool:
-        raise NotImplementedError
+        """It has what it needs open for this target."""
 
     def covers(self, key: str, level: int) -> bool:
         """It sees the target's next crossing above ``level`` the moment it happens, so
@@ -145,11 +149,13 @@ class WakeSource:
         it and return the keys of the targets it served (None: not one of its own)."""
         return None
 
+    @abstractmethod
     def detach(self, key: str) -> None:
-        raise NotImplementedError
+        """Stop watching a target: what it opened for it is closed."""
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Detach every target and close what it shares among them."""
 
 
 class PerTarget(WakeSource):
