@@ -39,12 +39,19 @@ def _rows(summary: dict, figure: str, **match: object) -> list[dict]:
 
 
 def header(meta: dict) -> str:
-    return (
+    wall = f"{meta['wall_s']} s in the guest" if "wall_s" in meta else "its length not recorded"
+    line = (
         f"Run {meta['date']}: kernel {meta['kernel']}, {meta['vcpus']} vCPU, qemu TCG on the "
         f"{meta['clock']} clock; oomhero {meta['oomhero_commit']} (digest "
-        f"{meta['oomhero_digest']}); {meta.get('wall_s', '?')} s in the guest"
-        f"{' (partial run)' if meta.get('partial') else ''}."
+        f"{meta['oomhero_digest']}); {wall}{' (partial run)' if meta.get('partial') else ''}."
     )
+    idle = meta.get("idle_run")  # the idle part taken again in a run of its own
+    if idle:
+        line += (
+            f" Idle rows: run {idle['date']}, oomhero {idle['oomhero_commit']} (digest "
+            f"{idle['oomhero_digest']}), {idle['clock']} clock: {idle['note']}."
+        )
+    return line
 
 
 def goals_table(summary: dict) -> list[str]:

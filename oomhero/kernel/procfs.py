@@ -7,6 +7,7 @@ import ctypes
 import errno
 import os
 import resource
+import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -161,12 +162,17 @@ class TrackedProcess:
     """A process with a pidfd and its ``status`` held open from discovery: signals go to this
     process or to nobody, and its handlers are read from its own status. A descriptor of
     /proc/<pid>/status stays bound to the process it was opened for: once that process is
-    reaped, reads fail (ESRCH) whoever takes its pid, so no start-time check is needed later."""
+    reaped, reads fail (ESRCH) whoever takes its pid, so no start-time check is needed later.
+    Where descriptors are scarce (thousands of targets) the status is not kept: it is opened
+    by path at each read, and the pidfd says whether it was still this process's."""
 
-    def __init__(self, info: ProcInfo, pidfd: int, status_fd: int = -1) -> None:
+    def __init__(
+        self, info: ProcInfo, pidfd: int, status_fd: int = -1, proc: str = "/proc"
+    ) -> None:
         self.info = info
         self.pidfd = pidfd
         self.status_fd = status_fd
+        self.proc = proc
 
     @property
     def pid(self) -> int:
@@ -174,12 +180,34 @@ class TrackedProcess:
 
     def caught(self) -> int | None:
         """The signals it catches now (its SigCgt), None once it is gone: one ``pread``."""
-        if self.status_fd < 0:
+        if self.status_fd >= 0:
+            return self._caught_from(self.status_fd)
+        if self.pidfd < 0:
             return None
         try:
-            status = os.pread(self.status_fd, STATUS_FIRST, 0)
+            fd = os.open(f"{self.proc}/{self.pid}/status", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            caught = self._caught_from(fd)
+        finally:
+            os.close(fd)
+        try:
+            # Alive after the read: the pid was this process's all along (a live process's pid
+            # is never reused).
+            signal.pidfd_send_signal(self.pidfd, 0)
+        except ProcessLookupError:
+            return None
+        except OSError:
+            pass  # not ours to signal: the send says so
+        return caught
+
+    @staticmethod
+    def _caught_from(fd: int) -> int | None:
+        try:
+            status = os.pread(fd, STATUS_FIRST, 0)
             if len(status) == STATUS_FIRST and b"\nSigCgt:" not in status:
-                status = os.pread(self.status_fd, STATUS_MOST, 0)
+                status = os.pread(fd, STATUS_MOST, 0)
         except OSError:
             return None
         return parse_caught(status)
@@ -202,10 +230,11 @@ class TrackedProcess:
         pidfd = status_fd = -1
         try:
             pidfd = os.pidfd_open(info.pid)
-            status_fd = os.open("status", os.O_RDONLY | os.O_CLOEXEC, dir_fd=dirfd)
+            if not descriptors_scarce():
+                status_fd = os.open("status", os.O_RDONLY | os.O_CLOEXEC, dir_fd=dirfd)
             again = _proc_info(info.pid, dirfd)
             if again is not None and again.starttime == info.starttime:
-                tracked, pidfd, status_fd = cls(info, pidfd, status_fd), -1, -1
+                tracked, pidfd, status_fd = cls(info, pidfd, status_fd, proc), -1, -1
                 return tracked
             return None
         except OSError:

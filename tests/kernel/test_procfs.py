@@ -61,6 +61,29 @@ def test_caught_tells_handlers_from_none_through_the_kept_status(recorder, sleep
     assert handler.caught() is None  # closed
 
 
+def test_caught_without_a_kept_status_reads_by_path_and_knows_when_the_pid_is_gone(
+    recorder, sleeper
+):
+    """With descriptors scarce the status is not kept: read by path, and the pidfd tells a
+    read of this process from a read of whoever has its pid now."""
+    handler, plain = (
+        TrackedProcess.open(read_proc(recorder.pid)),
+        TrackedProcess.open(read_proc(sleeper.pid)),
+    )
+    for tracked in (handler, plain):
+        os.close(tracked.status_fd)
+        tracked.status_fd = -1
+    try:
+        assert handler.caught() & (USR1 | USR2) == USR1 | USR2
+        assert plain.caught() & (USR1 | USR2) == 0
+        sleeper.kill()
+        sleeper.wait()
+        assert plain.caught() is None
+    finally:
+        handler.close()
+        plain.close()
+
+
 GROUPS_CHILD = (
     "import os, signal, time\n"
     "os.setgroups(list(range(1, 3001)))\n"

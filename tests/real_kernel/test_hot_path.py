@@ -28,7 +28,7 @@ def test_a_process_started_since_the_last_scan_gets_the_signal_after_the_known_o
     log.setup("json", stream)
     workload = Workload(cgroup, tmp_path / "workload.jsonl")
     engine = Engine(
-        CgroupScanner([CgroupDir(str(cgroup.path), cgroup.version)]),
+        CgroupScanner([CgroupDir.open(str(cgroup.path), cgroup.version)]),
         WatchSettings(warning=50, critical=80, cooldown=0, sources=()),
     )
     marks = tmp_path / "late.signals"
