@@ -13,14 +13,15 @@ from typing import TYPE_CHECKING
 from oomhero import log
 from oomhero.config import WatchSettings
 from oomhero.kernel.cgroup import CgroupDir, CgroupError, CgroupGone, CgroupRefused
-from oomhero.kernel.procfs import ProcInfo
+from oomhero.kernel.procfs import ProcInfo, process_generation
+from oomhero.sources import WakeSources
 from oomhero.targets import Found, Reader, Scanner, Target
 
 if TYPE_CHECKING:
     from oomhero.actions.listener import Listeners
     from oomhero.actions.report import Report
     from oomhero.sampler import Sampler
-    from oomhero.sources import WakeSources
+    from oomhero.sources.epoll import Epoll
 
 
 # Rescan at least this often even when no process started or exited (a change the gate missed
@@ -76,21 +77,45 @@ class Watchlist:
         self,
         scanner: Scanner,
         settings: WatchSettings,
-        sources: WakeSources,
+        epoll: Epoll,
         sampler: Sampler,
         report: Report,
         listeners: Listeners,
         polling: str,
         clock: Callable[[], float],
+        rescan_interval: float = 1.0,
     ) -> None:
-        self.scanner, self.settings, self.sources = scanner, settings, sources
-        self.clock = clock
+        self.scanner, self.settings = scanner, settings
+        say = (report.globally, report.once_globally)
+        self.sources = WakeSources(settings, epoll.add, epoll.remove, *say, self.sample_soon)
+        self.clock, self.rescan_interval = clock, rescan_interval
+        self.rescans = RescanGate(process_generation)  # the per-second rescan, if anything changed
+        self.next_scan = -math.inf
         self.sampler, self.report, self.listeners = sampler, report, listeners
         self.polling = polling  # how targets are polled, for the "watching target" line
         self.targets: dict[str, Target] = {}  # key → target
         self.names: dict[str, str] = {}  # a scan's name → the key of the target it found
         self.unopened: dict[str, Unopened] = {}  # names found but not watched, and why
         self.scanned_once = False
+
+    def sample_soon(self, keys: set[str]) -> None:
+        """Have these targets sampled in the next wake (a source that covered them is gone)."""
+        now = self.clock()
+        for target in filter(None, map(self.targets.get, keys)):
+            target.next_sample_at = min(target.next_sample_at, now)
+
+    def upkeep(self, now: float) -> float:
+        """Rescan when due, else open again what could not be opened when its retry is due;
+        returns when next either is."""
+        if now >= self.next_scan and self.rescans.due(now):
+            self.rescan()
+        elif now >= self.retry_at:
+            self.retry()
+        if now >= self.next_scan:
+            # On a grid from clock time 0, as covered and fixed polling's samples are: a rescan
+            # rides their wake-up instead of waking the loop on its own.
+            self.next_scan = now - now % self.rescan_interval + self.rescan_interval
+        return min(self.next_scan, self.retry_at)
 
     def rescan(self) -> None:
         now = self.clock()
@@ -225,7 +250,7 @@ class Watchlist:
                 target.events_seen = self.sampler.events(target)
                 # v1 thresholds sit at byte values of the limit: register them before saying
                 # which sources are active (other errors are the first sample's to report).
-                self.sources.follow_target(target, reader.sample())
+                self.sources.follow(target, reader.sample())
             except (CgroupRefused, CgroupGone):
                 self.sources.detach(target.key)
                 raise

@@ -200,3 +200,12 @@ def v1_dir(directory, pids=(), current=200 * MIB, hierarchical=64 * MIB):
             "cgroup.procs": "".join(f"{pid}\n" for pid in pids),
         },
     )
+
+
+def sample_all(engine, source: str) -> None:
+    """Sample every target of ``engine`` now, as if ``source`` had woken the loop for each."""
+    from oomhero.sources.base import Wake
+
+    now, wake = engine.clock(), Wake(set(), source)
+    for target in list(engine.targets.values()):
+        engine.sample_target(target, now, wake)

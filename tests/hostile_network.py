@@ -181,7 +181,7 @@ def stall_a_watching_loop(cgroup, sources: tuple[str, ...], port: int) -> dict[s
     that 503), "still stuck" (the next probe's status), "recovered"."""
     settings = WatchSettings(sources=sources, poll_ceiling=0.1)
     engine = Engine(CgroupScanner([cgroup]), settings, rescan_interval=0.2)
-    closers = start_outputs(Outputs(metrics_port=port), engine)
+    start_outputs(Outputs(metrics_port=port), engine)
     stall = Stall()
     engine.listeners.append(stall)
     base = f"http://127.0.0.1:{port}"
@@ -221,8 +221,6 @@ def stall_a_watching_loop(cgroup, sources: tuple[str, ...], port: int) -> dict[s
     finally:
         helper.join(timeout)
         engine.close()
-        for close in closers:
-            close()
         stall.close()
     return seen
 

@@ -17,13 +17,14 @@ from oomhero import log
 from oomhero.actions.listener import Listeners
 from oomhero.actions.metrics import Metrics
 from oomhero.config import WatchSettings
-from oomhero.engine import Engine, due
+from oomhero.engine import Engine
 from oomhero.kernel.cgroup import CgroupDir, CgroupError, CgroupRefused, MemorySample
 from oomhero.kernel.procfs import read_proc
 from oomhero.sampler import Sampler
+from oomhero.sources.polling import due
 from oomhero.targets import Found, Target
 from oomhero.watchlist import RETRY_FIRST, RETRY_LAST, SAY_AFTER, RescanGate
-from tests.helpers import RECORDER, Recorder, received, v2_dir
+from tests.helpers import RECORDER, Recorder, received, sample_all, v2_dir
 
 # Synthetic cgroup trees under the temp dir (parsing and policy), taken for cgroupfs.
 pytestmark = pytest.mark.usefixtures("synthetic_cgroupfs")
@@ -133,7 +134,7 @@ def test_warning_then_critical_are_delivered_at_the_right_samples(recorder, json
     for value in (50, 74, 80, 85, 95, 96, 70):
         reader.push(percent(value))
         clock.now += 1
-        engine.sample_all("poll")
+        sample_all(engine, "poll")
         got.append(recorder.received())
     assert got == [
         [],
@@ -169,7 +170,7 @@ def test_cooldown_repeats_follow_the_injected_clock(recorder, json_log, make_eng
     for step in (0, 5, 5, 1):  # t = 0, 5, 10, 11
         clock.now += step
         reader.push(percent(80))
-        engine.sample_all("poll")
+        sample_all(engine, "poll")
         got.append(len(recorder.received()))  # a fence each time: equal signals do not merge
     assert got == [1, 1, 2, 2]
     assert [s["reason"] for s in messages(json_log, "signal sent")] == ["crossed", "repeat"]
@@ -179,7 +180,7 @@ def test_a_jump_to_critical_sends_only_the_critical_signal(recorder, json_log, m
     reader = ScriptedReader([percent(97)])
     engine, _ = make_engine(FakeScanner(app=([recorder.pid], reader)))
     engine.watchlist.rescan()
-    engine.sample_all("poll")
+    sample_all(engine, "poll")
     assert recorder.received() == ["SIGUSR2"]
     assert messages(json_log, "rose to critical (skipped warning)")
 
@@ -192,9 +193,9 @@ def test_custom_signals_are_used(recorder, json_log, make_engine):
         critical_signal=signal.SIGUSR1,
     )
     engine.watchlist.rescan()
-    engine.sample_all("poll")
+    sample_all(engine, "poll")
     assert recorder.received() == ["SIGUSR2"]
-    engine.sample_all("poll")
+    sample_all(engine, "poll")
     assert recorder.received() == ["SIGUSR2", "SIGUSR1"]
 
 
@@ -204,10 +205,10 @@ def test_working_set_metric_ignores_inactive_file(recorder, json_log, make_engin
     reader = ScriptedReader([sample, sample])
     engine, _ = make_engine(FakeScanner(app=([recorder.pid], reader)), metric="working-set")
     engine.watchlist.rescan()
-    engine.sample_all("poll")
+    sample_all(engine, "poll")
     assert recorder.received() == []
     engine.sampler.settings = WatchSettings(metric="usage")
-    engine.sample_all("poll")
+    sample_all(engine, "poll")
     assert recorder.received() == ["SIGUSR2"]
 
 
@@ -234,7 +235,7 @@ def test_signal_target_main_signals_only_the_topmost_process(tmp_path, json_log,
             signal_uncaught=True,
         )
         engine.watchlist.rescan()
-        engine.sample_all("poll")
+        sample_all(engine, "poll")
         assert shell.wait(timeout=15) == -signal.SIGUSR1
         assert received(child.pid, out) == []
         assert [s["pid"] for s in messages(json_log, "signal sent")] == [shell.pid]
@@ -254,7 +255,7 @@ def test_a_process_without_a_handler_is_never_signalled_and_said_once_per_level(
     got = []
     for step in (0, 10, 10):  # warning, its repeat, critical
         clock.now += step
-        engine.sample_all("poll")
+        sample_all(engine, "poll")
         got = recorder.received()  # a fence each time: equal signals do not merge
     assert got == ["SIGUSR1", "SIGUSR1", "SIGUSR2"]
     assert sleeper.poll() is None
@@ -274,11 +275,11 @@ def test_a_handler_installed_late_gets_the_next_signal(tmp_path, json_log, make_
         reader = ScriptedReader([percent(80), percent(80)])
         engine, clock = make_engine(FakeScanner(app=([app.pid], reader)), cooldown=10)
         engine.watchlist.rescan()
-        engine.sample_all("poll")  # still starting: skipped, not killed
+        sample_all(engine, "poll")  # still starting: skipped, not killed
         assert app.process.poll() is None
         app.install()
         clock.now += 10
-        engine.sample_all("poll")  # the cooldown's repeat checks again
+        sample_all(engine, "poll")  # the cooldown's repeat checks again
         assert app.received() == ["SIGUSR1"]
         assert [s["reason"] for s in messages(json_log, "signal sent")] == ["repeat"]
         assert len(messages(json_log, "no process to signal")) == 0
@@ -290,7 +291,7 @@ def test_signal_uncaught_signals_without_a_handler_as_oomhero_did(sleeper, make_
     reader = ScriptedReader([percent(80)])
     engine, _ = make_engine(FakeScanner(app=([sleeper.pid], reader)), signal_uncaught=True)
     engine.watchlist.rescan()
-    engine.sample_all("poll")
+    sample_all(engine, "poll")
     assert sleeper.wait(timeout=15) == -signal.SIGUSR1
 
 
@@ -301,7 +302,7 @@ def test_unlimited_never_signals_and_says_so_once(recorder, json_log, make_engin
     engine.watchlist.rescan()
     for _ in range(5):
         clock.now += 100
-        engine.sample_all("poll")
+        sample_all(engine, "poll")
     assert recorder.received() == []
     said = messages(json_log, "no memory limit: never signalled")
     assert len(said) == 1
@@ -316,7 +317,7 @@ def test_unlimited_is_said_again_after_a_limit_came_and_went(recorder, json_log,
     engine, _ = make_engine(FakeScanner(app=([recorder.pid], reader)))
     engine.watchlist.rescan()
     for _ in range(4):
-        engine.sample_all("poll")
+        sample_all(engine, "poll")
     assert len(messages(json_log, "no memory limit: never signalled")) == 2
 
 
@@ -324,7 +325,7 @@ def test_json_log_lines(recorder, json_log, make_engine):
     reader = ScriptedReader([percent(80)])
     engine, _ = make_engine(FakeScanner(app=([recorder.pid], reader)))
     engine.watchlist.rescan()
-    engine.sample_all("inotify")
+    sample_all(engine, "inotify")
     records = lines(json_log)  # every line parses as JSON
     assert [r["level"] for r in records] == ["info", "warning", "warning"]
     assert [r["msg"] for r in records] == ["watching target", "rose to warning", "signal sent"]
@@ -347,7 +348,7 @@ def test_a_gone_process_is_forgotten_and_nothing_else_is_signalled(
     assert sorted(engine.targets["app"].processes.by_pid) == sorted([sleeper.pid, recorder.pid])
     sleeper.kill()
     sleeper.wait()
-    engine.sample_all("poll")
+    sample_all(engine, "poll")
     assert recorder.received() == ["SIGUSR1"]
     assert list(engine.targets["app"].processes.by_pid) == [recorder.pid]
     assert [s["pid"] for s in messages(json_log, "signal sent")] == [recorder.pid]
@@ -359,8 +360,8 @@ def test_no_process_left_to_signal_is_logged(sleeper, json_log, make_engine):
     engine.watchlist.rescan()
     sleeper.kill()
     sleeper.wait()
-    engine.sample_all("poll")  # the scan before signalling finds it gone
-    engine.sample_all("poll")
+    sample_all(engine, "poll")  # the scan before signalling finds it gone
+    sample_all(engine, "poll")
     assert messages(json_log, "signal sent") == []
     assert [m["signal"] for m in messages(json_log, "no process to signal")] == [
         "SIGUSR1",
@@ -380,7 +381,7 @@ def test_unreadable_sample_is_said_once_then_recovers(recorder, json_log, make_e
     engine, _ = make_engine(FakeScanner(app=([recorder.pid], reader)))
     engine.watchlist.rescan()
     for _ in range(4):
-        engine.sample_all("poll")
+        sample_all(engine, "poll")
     assert len(messages(json_log, "cannot sample")) == 1
     assert recorder.received() == ["SIGUSR1"]
 
@@ -404,7 +405,7 @@ def test_a_target_that_cannot_be_opened_is_retried_soon_and_said_once_it_lasts(
     reader = ScriptedReader([percent(80)])
     scanner.targets["app"] = ([recorder.pid], reader)
     engine.watchlist.rescan()
-    engine.sample_all("poll")
+    sample_all(engine, "poll")
     assert recorder.received() == ["SIGUSR1"]
     assert engine.watchlist.unopened == {}
 
@@ -457,8 +458,8 @@ def test_each_target_has_its_own_state(tmp_path, json_log, make_engine):
         engine.watchlist.rescan()
         a.push(percent(80), percent(80))
         b.push(percent(10), percent(95))
-        engine.sample_all("poll")
-        engine.sample_all("poll")
+        sample_all(engine, "poll")
+        sample_all(engine, "poll")
         assert first.received() == ["SIGUSR1"]
         assert second.received() == ["SIGUSR2"]
     finally:
@@ -474,7 +475,7 @@ def test_a_zero_limit_does_not_stop_the_other_targets(tmp_path, json_log, make_e
         fine = ScriptedReader([percent(80)])
         engine, _ = make_engine(FakeScanner(zero=([first.pid], zero), fine=([second.pid], fine)))
         engine.watchlist.rescan()
-        engine.sample_all("poll")
+        sample_all(engine, "poll")
         assert second.received() == ["SIGUSR1"]
     finally:
         first.stop()
@@ -490,9 +491,9 @@ def test_a_process_started_since_the_last_scan_still_gets_the_signal(tmp_path, r
     late = Recorder(tmp_path, "late")
     try:
         engine.watchlist.rescan()
-        engine.sample_all("poll")
+        sample_all(engine, "poll")
         scanner.targets["app"] = ([recorder.pid, late.pid], reader)  # started after the scan
-        engine.sample_all("poll")  # crosses warning before any rescan
+        sample_all(engine, "poll")  # crosses warning before any rescan
         assert late.received() == ["SIGUSR1"]
         assert recorder.received() == ["SIGUSR1"]
     finally:
@@ -526,10 +527,10 @@ def test_an_idle_sample_builds_no_log_line_unless_debug_is_on(recorder, json_log
     reader = ScriptedReader([percent(10)] * 3)
     engine, _clock = make_engine(FakeScanner(app=([recorder.pid], reader)), sources=())
     engine.watchlist.rescan()
-    engine.sample_all("poll")
+    sample_all(engine, "poll")
     assert messages(json_log, "sampled") == []
     log.setup("json", json_log, debug=True)
-    engine.sample_all("poll")
+    sample_all(engine, "poll")
     assert [m["percent"] for m in messages(json_log, "sampled")] == [10.0]
 
 
@@ -574,3 +575,15 @@ def test_the_limit_is_read_again_at_the_slowest_cadence(tmp_path):
         assert not Sampler(WatchSettings(interval=5.0)).limit_due(10.0, 13.0)
     finally:
         cgroup.close()
+
+
+def test_the_loop_turns_with_no_target_and_the_engine_closes_its_outputs_on_leaving():
+    """Nothing to watch yet (a pod's other containers not started): the loop waits for the next
+    scan; leaving ``with`` closes what the engine opened and every output handed to it."""
+    turns, closed = [], []
+    with Engine(FakeScanner(), WatchSettings(sources=())) as engine:
+        engine.outputs.append(lambda: closed.append("output"))
+        engine.run(until=lambda: turns.append(1) or len(turns) > 3, max_wait=0.01)
+        assert not engine.targets and engine.watchlist.scanned_once
+        assert not closed
+    assert closed == ["output"]

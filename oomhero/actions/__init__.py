@@ -48,12 +48,16 @@ class Actions:
         msg = "no memory.pressure: PSI conditions cannot apply to this target"
         self.report.once(target, "no-psi", logging.WARNING, msg)
 
-    def signal(self, target: Target, decision: Decision) -> Delivery | None:
+    def signal(
+        self, target: Target, decision: Decision, crossing: Crossing | None = None
+    ) -> Delivery | None:
         """The decision's signal, sent at once (the hot path: nothing is logged and no listener
-        runs before it leaves); ``decided`` then says it."""
+        runs before it leaves); ``decided`` then says it. ``crossing``: the probe's event that
+        woke this sample; a process it signalled itself (--bpf-signal) is not signalled again."""
         if decision.signal is None:
             return None
-        return self.signaller.deliver(target, decision)
+        in_kernel = frozenset({crossing.pid} if crossing is not None and crossing.signalled else ())
+        return self.signaller.deliver(target, decision, in_kernel)
 
     def decided(
         self,
@@ -63,10 +67,11 @@ class Actions:
         source: str,
         next_in: float,
         delivery: Delivery | None = None,
+        crossing: Crossing | None = None,
     ) -> None:
         """Say what a sample found and what was done: ``delivery`` is what ``signal`` sent for
-        this decision (None when it has no signal)."""
-        crossing, target.crossing = target.crossing, None  # the probe's event that woke it
+        this decision (None when it has no signal), ``crossing`` the probe's event that woke
+        it."""
         self.report.clear(target, "unreadable")
         self.report.clear(target, "unlimited")
         if crossing is None and not decision.changed and decision.signal is None:
@@ -107,7 +112,6 @@ class Actions:
 
     def unlimited(self, target: Target, sample: Sample, source: str) -> None:
         self.report.clear(target, "unreadable")
-        target.crossing = None
         if "unlimited" not in target.said:  # the app's name is read only for the line
             msg = "no memory limit: never signalled"
             self.report.once(target, "unlimited", logging.INFO, msg, app=target.main_comm)

@@ -109,14 +109,15 @@ class Signaller:
         self.listeners = listeners
         self.dry_run = dry_run  # --dry-run: everything but the signal itself
 
-    def deliver(self, target: Target, decision: Decision) -> Delivery:
+    def deliver(
+        self, target: Target, decision: Decision, in_kernel: frozenset[int] = frozenset()
+    ) -> Delivery:
         """The hot path: the known processes first, then newcomers; no log line is built and
-        no listener runs until ``say``."""
+        no listener runs until ``say``. ``in_kernel``: pids the probe signalled itself."""
         own = target.settings
         sig = own.critical_signal if decision.signal is Level.CRITICAL else own.warning_signal
-        in_kernel, target.signalled_in_kernel = target.signalled_in_kernel, set()
         # --bpf-signal: the probe already signalled the allocating process; once is enough.
-        skip = in_kernel if decision.signal is Level.CRITICAL else set()
+        skip = set(in_kernel) if decision.signal is Level.CRITICAL else set()
         delivery = Delivery(sig, in_kernel=skip)
         tried = set(skip)
         for attempt in range(2):

@@ -205,9 +205,9 @@ def parse_pod_field(name: str, raw: str) -> str:
     return raw
 
 
-def start_outputs(outputs: Outputs, engine: Engine) -> list[Callable[[], None]]:
-    """Attach metrics and webhook to the engine; returns what needs closing."""
-    closers = []
+def start_outputs(outputs: Outputs, engine: Engine) -> None:
+    """Attach metrics and webhook to the engine, which closes them with itself."""
+    closers = engine.outputs
     if outputs.metrics_port is not None:
         # Imported when asked for: prometheus_client is a good part of the start-up of every
         # oomhero, seconds under emulation.
@@ -241,7 +241,6 @@ def start_outputs(outputs: Outputs, engine: Engine) -> list[Callable[[], None]]:
         )
         engine.listeners.append(webhook)
         closers.append(webhook.close)
-    return closers
 
 
 def _authorization(outputs: Outputs) -> Callable[[], str] | None:
@@ -279,10 +278,8 @@ def run_engine(args: argparse.Namespace, scanner_factory: Callable[[], Scanner])
     settings = gather_settings(args, use_env=True)
     outputs = parse_outputs(args)
     setup_logging(args, use_env=True)
-    engine = Engine(scanner_factory(), settings)
-    closers = []
-    try:
-        closers = start_outputs(outputs, engine)  # a port in use fails before the start line
+    with Engine(scanner_factory(), settings) as engine:
+        start_outputs(outputs, engine)  # a port in use fails before the start line
         log.event(
             logging.INFO,
             "oomhero started",
@@ -303,15 +300,11 @@ def run_engine(args: argparse.Namespace, scanner_factory: Callable[[], Scanner])
         )
         say_cautions(settings)
         engine.run()
-    finally:
-        engine.close()
-        for close in closers:
-            close()
     log.event(
         logging.INFO,
         "oomhero stopped",
         by=engine.stopped_by,
-        samples_by_wakeup=dict(engine.wakeups),
+        samples_by_wakeup=dict(engine.samples_by_wakeup),
     )
     return 0
 

@@ -56,7 +56,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"oomhero: error: cannot start the command in its group: {exc}", file=sys.stderr)
         return 126
     pid = placement.process.pid
-    closers = []
     try:
         if placement.enforced:
             log.event(logging.INFO, "running under a cgroup v2 limit", pid=pid, how=placement.why)
@@ -67,15 +66,10 @@ def run(args: argparse.Namespace) -> int:
                 pid=pid,
                 why=placement.why,
             )
-        engine = Engine(placement.scanner, settings)
-        try:
-            closers = start_outputs(outputs, engine)
+        with Engine(placement.scanner, settings) as engine:
+            start_outputs(outputs, engine)
             say_cautions(settings)
             engine.run(until=lambda: placement.process.poll() is not None)
-        finally:
-            engine.close()
     finally:
-        for close in closers:
-            close()
         code = placement.finish()  # oomhero was told to stop: passed on to the command
     return code if code >= 0 else 128 - code

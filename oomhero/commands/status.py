@@ -77,9 +77,7 @@ def row_for(cgroup: CgroupDir, processes: int | None) -> Row:
             row.percent = round(sample.current * 100 / sample.limit, 1)
         row.events = cgroup.events()
         defaults = WatchSettings()
-        row.sources, row.sources_missing = probe(
-            cgroup, defaults.sources, defaults.psi, defaults.bcc
-        )
+        row.sources, row.sources_missing = probe(cgroup, defaults)
         pressure = cgroup.pressure()
         if pressure:
             row.psi_some_avg10 = pressure.get("some", {}).get("avg10")

@@ -65,16 +65,10 @@ def run(args: argparse.Namespace) -> int:
     outputs = parse_outputs(args)
     cgroups = resolve_targets(args.targets)
     setup_logging(args, use_env=True)
-    engine = Engine(CgroupScanner(cgroups) if cgroups else PodScanner(), settings)
-    closers = []
-    try:
-        closers = start_outputs(outputs, engine)
+    with Engine(CgroupScanner(cgroups) if cgroups else PodScanner(), settings) as engine:
+        start_outputs(outputs, engine)
         say_cautions(settings)
         return show(engine)
-    finally:
-        engine.close()
-        for close in closers:
-            close()
 
 
 class KeySource:
@@ -140,7 +134,7 @@ def show(engine, console: Console | None = None, stdin=None) -> int:
         with contextlib.ExitStack() as stack:
             if keyboard:
                 stack.enter_context(cbreak(stdin.fileno()))
-                engine.add_source(KeySource(stdin.fileno(), view))
+                engine.epoll.add(KeySource(stdin.fileno(), view))
             if _isatty(sys.stderr):
                 stack.enter_context(view.capturing_logs())
             view.live = stack.enter_context(
@@ -158,7 +152,7 @@ def show(engine, console: Console | None = None, stdin=None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         engine.listeners.remove(view)
-    log.event(logging.INFO, "oomhero stopped", samples_by_wakeup=dict(engine.wakeups))
+    log.event(logging.INFO, "oomhero stopped", samples_by_wakeup=dict(engine.samples_by_wakeup))
     return 0
 
 

@@ -72,7 +72,6 @@ def run_demo(memory: int, rate: int, settings: WatchSettings, timeout: float) ->
             f"{settings.critical_signal.name} at {settings.critical:g}%",
             flush=True,
         )
-        engine = Engine(placement.scanner, settings, rescan_interval=0.5)
         deadline = time.monotonic() + timeout
         unhealthy = False
 
@@ -82,9 +81,9 @@ def run_demo(memory: int, rate: int, settings: WatchSettings, timeout: float) ->
             return unhealthy or placement.process.poll() is not None or time.monotonic() > deadline
 
         try:
-            engine.run(until=done)
+            with Engine(placement.scanner, settings, rescan_interval=0.5) as engine:
+                engine.run(until=done)
         finally:
-            engine.close()
             code = placement.finish()
         events = _read_events(events_path)
     return _summarise(events, settings, unhealthy, code)

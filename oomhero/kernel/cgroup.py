@@ -62,6 +62,12 @@ _FILES = {
         "cgroup.procs",
     ),
 }
+# What a cgroup of each version notifies a waiter of, by the file that does: a wake-up source
+# asks ``offers`` (psutil-style) instead of testing the version.
+_NOTIFIES = {
+    2: frozenset({"memory.events", "memory.pressure"}),
+    1: frozenset({"cgroup.event_control"}),
+}
 
 
 class CgroupDir:
@@ -236,6 +242,11 @@ class CgroupDir:
             except OSError as exc:
                 if exc.errno != errno.ENOENT:
                     raise self._error(name, exc) from None
+
+    def offers(self, interface: str) -> bool:
+        """Whether this cgroup's version has ``interface`` to wait on (memory.events,
+        memory.pressure, cgroup.event_control); whether it is there is ``has``'s to say."""
+        return interface in _NOTIFIES[self.version]
 
     def has(self, name: str) -> bool:
         try:

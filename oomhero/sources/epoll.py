@@ -13,7 +13,9 @@ from collections.abc import Callable, Iterator
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-class Wakeups:
+class Epoll:
+    """The one epoll of the loop: every source's descriptor, and a pipe that stop signals wake."""
+
     def __init__(self) -> None:
         self.epoll = select.epoll()
         self.sources: dict[int, object] = {}  # fd → source

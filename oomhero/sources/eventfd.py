@@ -7,9 +7,16 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+from typing import TYPE_CHECKING
 
-from oomhero.kernel.cgroup import CgroupDir, CgroupGone, CgroupRefused
+from oomhero.kernel import features
+from oomhero.kernel.cgroup import CgroupDir, CgroupGone, CgroupRefused, MemorySample
+from oomhero.kernel.procfs import descriptors_scarce
+from oomhero.sources.base import SCARCE, Check, Machine, PerTarget, wake_source
 from oomhero.sources.unavailable import Unavailable
+
+if TYPE_CHECKING:
+    from oomhero.config import WatchSettings
 
 
 class V1Thresholds:
@@ -21,8 +28,6 @@ class V1Thresholds:
     def __init__(self, key: str, cgroup: CgroupDir, thresholds: list[int]) -> None:
         self.key = key
         self.thresholds = thresholds
-        if cgroup.version != 1:
-            raise Unavailable("eventfd thresholds are a cgroup v1 feature")
         self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         fds = []
         try:
@@ -66,3 +71,55 @@ def threshold_bytes(warning: float, critical: float, hysteresis: float, limit: i
     """Byte values worth a v1 notification: each threshold and its re-arm point."""
     percents = sorted({warning, critical, warning - hysteresis, critical - hysteresis})
     return [int(limit * p / 100) for p in percents if p > 0]
+
+
+@wake_source
+class EventfdSource(PerTarget):
+    """A ``V1Thresholds`` per target, registered once its limit is known (at ``follow``) and
+    again when the limit or its thresholds change."""
+
+    name = "eventfd"
+    needs = "cgroup.event_control"
+    lacking = "eventfd thresholds are a cgroup v1 feature"
+    check = "v1 thresholds"
+
+    @classmethod
+    def doctor(cls, machine: Machine) -> list[Check]:
+        if machine.v1_memory is None:
+            why = "needs the memory controller on cgroup v1 (cgroup.event_control)"
+            return [Check(cls.check, False, why, applies=False)]
+        control = features.v1_event_control(machine.v1_memory)
+        if not os.path.exists(control):
+            return [Check(cls.check, False, f"{control} does not exist")]
+        return [Check(cls.check, True, f"{control} present (eventfd thresholds)")]
+
+    @classmethod
+    def trial(cls, cgroup: CgroupDir, settings: WatchSettings) -> None:
+        cls.require(cgroup)
+        try:
+            os.close(cgroup.open_file("cgroup.event_control", os.O_WRONLY))
+        except OSError as exc:
+            raise Unavailable(
+                f"cannot write {cgroup.path}/cgroup.event_control: {exc.strerror}"
+            ) from None
+
+    def attach(self, key: str, cgroup: CgroupDir) -> None:
+        self.require(cgroup)
+        self.members[key] = None  # the thresholds wait for the limit
+
+    def follow(
+        self, key: str, cgroup: CgroupDir, sample: MemorySample, level: int, own: WatchSettings
+    ) -> None:
+        if key not in self.members:
+            return  # not a v1 target, or no longer watched
+        limit = sample.limit
+        wanted = threshold_bytes(own.warning, own.critical, own.hysteresis, limit) if limit else []
+        current = self.members[key]
+        if current is not None and current.thresholds == wanted:
+            return
+        self.drop(key)
+        if not wanted:
+            return
+        if descriptors_scarce():
+            raise Unavailable(SCARCE)
+        self.own(key, V1Thresholds(key, cgroup, wanted))

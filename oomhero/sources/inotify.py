@@ -7,9 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import select
+from typing import TYPE_CHECKING
 
 from oomhero.kernel.cgroup import CgroupDir, CgroupGone, CgroupRefused
+from oomhero.kernel.locate import open_own
+from oomhero.sources.base import Check, Loop, Machine, Wake, WakeSource, wake_source
 from oomhero.sources.unavailable import Unavailable
+
+if TYPE_CHECKING:
+    from oomhero.config import WatchSettings
 
 try:
     import inotify_simple
@@ -35,8 +41,6 @@ class InotifyWatches:
         return self._inotify.fileno()
 
     def add(self, key: str, cgroup: CgroupDir) -> None:
-        if cgroup.version != 2:
-            raise Unavailable("cgroup v1 has no memory.events to watch")
         watches = []
         for name in self.FILES:
             try:
@@ -70,3 +74,101 @@ class InotifyWatches:
 
     def close(self) -> None:
         self._inotify.close()
+
+
+@wake_source
+class InotifySource(WakeSource):
+    """One ``InotifyWatches`` for every target, opened with the first."""
+
+    name = "inotify"
+    needs = "memory.events"
+    lacking = "cgroup v1 has no memory.events to watch"
+    check = "inotify memory.events"
+
+    def __init__(self, loop: Loop) -> None:
+        super().__init__(loop)
+        self.watches: InotifyWatches | None = None
+        self.error: str | None = None  # why there is none, once it failed
+        self.keys: set[str] = set()
+
+    @classmethod
+    def trial(cls, cgroup: CgroupDir, settings: WatchSettings) -> None:
+        cls.require(cgroup)
+        watches = InotifyWatches()
+        try:
+            watches.add("probe", cgroup)
+        finally:
+            watches.close()
+
+    @classmethod
+    def doctor(cls, machine: Machine) -> list[Check]:
+        """Its own trial, on this process's cgroup."""
+        if machine.v2_memory is None:
+            why = "needs the memory controller on cgroup v2 (per-cgroup memory.events)"
+            return [Check(cls.check, False, why, applies=False)]
+        cgroup = open_own()
+        if cgroup is None:
+            return [Check(cls.check, False, "this process's cgroup cannot be seen here")]
+        try:
+            if not cgroup.has("memory.events"):
+                why = (
+                    "not probed here: this process's cgroup is the root, which has no "
+                    "memory.events (each target's sources line says)"
+                )
+                return [Check(cls.check, False, why, applies=False)]
+            cls.require(cgroup)
+            watches = InotifyWatches()
+            try:
+                watches.add("probe", cgroup)
+            finally:
+                watches.close()
+        except Unavailable as exc:
+            return [Check(cls.check, False, str(exc))]
+        finally:
+            cgroup.close()
+        return [Check(cls.check, True, f"watch on {cgroup.path}/memory.events accepted")]
+
+    def attach(self, key: str, cgroup: CgroupDir) -> None:
+        self.require(cgroup)
+        self._shared().add(key, cgroup)
+        self.keys.add(key)
+
+    def _shared(self) -> InotifyWatches:
+        if self.watches is None:
+            if self.error:
+                raise Unavailable(self.error)
+            try:
+                self.watches = InotifyWatches()
+            except (Unavailable, OSError) as exc:
+                self.error = str(exc)
+                raise Unavailable(self.error) from None
+            self.loop.register(self.watches)
+        return self.watches
+
+    def watching(self, key: str) -> bool:
+        return key in self.keys
+
+    def woken(self, keys: set[str]) -> Wake:
+        return Wake(keys, self.name, events_changed=True)
+
+    def failed(self, member: object) -> set[str] | None:
+        if member is not self.watches or self.watches is None:
+            return None
+        # Shared by all: they fall back to the other sources.
+        self.watches.close()
+        self.watches, self.error = None, "the inotify descriptor failed"
+        self.loop.say_once("inotify:failed", "source failed", source="inotify")
+        keys, self.keys = self.keys, set()
+        return keys
+
+    def detach(self, key: str) -> None:
+        if key in self.keys:
+            self.keys.discard(key)
+            self.watches.remove(key)  # shared: only this target's watches go
+
+    def close(self) -> None:
+        self.keys.clear()
+        if self.watches is not None:
+            self.loop.unregister(self.watches)
+            self.watches.close()
+            self.watches = None

@@ -7,36 +7,25 @@ idle container costs a sample per ceiling, one racing toward its limit is sample
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from oomhero.policy import Level
 
 if TYPE_CHECKING:
     from oomhero.config import WatchSettings
+    from oomhero.targets import Target
 
 # Sample when half the estimated time to the next threshold has passed: growth may speed up.
 SAFETY = 0.5
-# Weight of the newest rate in the running estimate.
-ALPHA = 0.5
+# Targets due within this long of each other are sampled in one wake-up: a wake (epoll_wait and
+# a loop iteration) costs about what a sample does, and a millisecond early changes nothing.
+BATCH = 0.001
 
 
-@dataclass
-class GrowthEstimate:
-    """Recent growth rate of a target's usage, bytes per second."""
-
-    last_value: int | None = None
-    last_time: float | None = None
-    rate: float = 0.0
-
-    def update(self, value: int, now: float) -> float:
-        if self.last_value is not None and self.last_time is not None and now > self.last_time:
-            instant = (value - self.last_value) / (now - self.last_time)
-            smoothed = ALPHA * instant + (1 - ALPHA) * self.rate
-            # A sudden burst must not be averaged away: the faster of the two counts.
-            self.rate = max(instant, smoothed)
-        self.last_value, self.last_time = value, now
-        return self.rate
+def due(targets: Iterable[Target], now: float, batch: float = BATCH) -> list[Target]:
+    """The targets to sample in the wake at ``now``: those due now or within ``batch``."""
+    return [t for t in targets if t.next_sample_at <= now + batch]
 
 
 def next_delay(
@@ -103,6 +92,11 @@ class Polling:
         above = {Level.OK: own.warning, Level.WARNING: own.critical}.get(level)
         next_threshold = None if above is None else int(limit * above / 100)
         return next_delay(value, next_threshold, rate, s.poll_floor, s.poll_ceiling, s.poll_burst)
+
+    def after(self, target: Target, value: int, limit: int, covered: bool, now: float) -> float:
+        """``delay`` for a target just sampled at ``value`` of ``limit`` bytes."""
+        own, level, rate = target.settings, target.state.level, target.growth.rate
+        return self.delay(own, level, value, limit, rate, covered, now)
 
     def describe(self) -> str:
         s = self.settings

@@ -7,10 +7,16 @@ from __future__ import annotations
 import errno
 import os
 import select
+from typing import TYPE_CHECKING
 
-from oomhero.config import PsiTriggerSpec
+from oomhero.kernel import features
 from oomhero.kernel.cgroup import CgroupDir, CgroupGone, CgroupRefused
+from oomhero.kernel.procfs import descriptors_scarce
+from oomhero.sources.base import SCARCE, Check, Machine, PerTarget, wake_source
 from oomhero.sources.unavailable import Unavailable
+
+if TYPE_CHECKING:
+    from oomhero.config import PsiTriggerSpec, WatchSettings
 
 # Unprivileged triggers (kernel 6.5+) must use a window that is a multiple of 2 s.
 UNPRIVILEGED_WINDOW_US = 2_000_000
@@ -25,8 +31,6 @@ class PsiTrigger:
     def __init__(self, key: str, cgroup: CgroupDir, spec: PsiTriggerSpec) -> None:
         self.key = key
         self.note = ""
-        if cgroup.version != 2:
-            raise Unavailable("cgroup v1 has no per-cgroup memory.pressure")
         try:
             # Written to only once checked to be the kernel's file (CgroupRefused otherwise).
             self._fd = cgroup.open_file("memory.pressure", os.O_RDWR)
@@ -63,3 +67,50 @@ class PsiTrigger:
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+@wake_source
+class PsiSource(PerTarget):
+    """A ``PsiTrigger`` per target, at ``--psi``."""
+
+    name = "psi"
+    needs = "memory.pressure"
+    lacking = "cgroup v1 has no per-cgroup memory.pressure"
+    check = "PSI"
+    OFF = "turned off (--psi off)"
+
+    @classmethod
+    def doctor(cls, machine: Machine) -> list[Check]:
+        if machine.v2_memory is None:
+            why = "needs the memory controller on cgroup v2 (per-cgroup memory.pressure)"
+            return [Check(cls.check, False, why, applies=False)]
+        error = features.psi_error()
+        if error:
+            why = f"{error} (kernel without CONFIG_PSI, or booted with psi=0)"
+            return [Check(cls.check, False, why)]
+        said = "readable; triggers need CAP_SYS_RESOURCE or a window that is a multiple of 2 s"
+        return [Check(cls.check, True, f"{features.PSI_MEMORY} {said}")]
+
+    @classmethod
+    def trial(cls, cgroup: CgroupDir, settings: WatchSettings) -> None:
+        if settings.psi is None:
+            raise Unavailable(cls.OFF)
+        cls.require(cgroup)
+        try:
+            os.close(cgroup.open_file("memory.pressure", os.O_RDWR))
+        except OSError as exc:
+            raise Unavailable(
+                f"cannot open {cgroup.path}/memory.pressure: {exc.strerror}"
+            ) from None
+
+    def attach(self, key: str, cgroup: CgroupDir) -> None:
+        spec = self.loop.settings.psi
+        if spec is None:
+            raise Unavailable(self.OFF)
+        self.require(cgroup)
+        if descriptors_scarce():
+            raise Unavailable(SCARCE)
+        trigger = PsiTrigger(key, cgroup, spec)
+        self.own(key, trigger)
+        if trigger.note:
+            self.loop.notes.append(f"psi: {trigger.note}")

@@ -18,8 +18,9 @@ from oomhero.config import WatchSettings
 from oomhero.kernel.cgroup import MemorySample
 from oomhero.kernel.procfs import ProcessSet, ProcInfo, current_comm
 from oomhero.policy import PolicyState, Thresholds
-from oomhero.sources.ebpf import Crossing
-from oomhero.sources.polling import GrowthEstimate
+
+# Weight of the newest rate in a target's running growth estimate.
+ALPHA = 0.5
 
 
 class Reader(Protocol):
@@ -66,6 +67,24 @@ class Scanner(Protocol):
 
 
 @dataclass
+class GrowthEstimate:
+    """Recent growth rate of a target's usage, bytes per second."""
+
+    last_value: int | None = None
+    last_time: float | None = None
+    rate: float = 0.0
+
+    def update(self, value: int, now: float) -> float:
+        if self.last_value is not None and self.last_time is not None and now > self.last_time:
+            instant = (value - self.last_value) / (now - self.last_time)
+            smoothed = ALPHA * instant + (1 - ALPHA) * self.rate
+            # A sudden burst must not be averaged away: the faster of the two counts.
+            self.rate = max(instant, smoothed)
+        self.last_value, self.last_time = value, now
+        return self.rate
+
+
+@dataclass
 class Target:
     key: str  # its reader's key: the identity of what is watched
     name: str
@@ -81,8 +100,6 @@ class Target:
     limit_read_at: float | None = None  # monotonic time the sampler last read the limit
     events_seen: dict[str, int] = field(default_factory=dict)  # memory.events counters
     missing_sources: dict[str, str] = field(default_factory=dict)  # source → why not
-    crossing: Crossing | None = None  # the eBPF probe's event that woke this sample
-    signalled_in_kernel: set[int] = field(default_factory=set)  # pids --bpf-signal reached
     last_signal: tuple[str, float] | None = None  # signal name, wall-clock time
     list_pids: Callable[[], list[int]] | None = None  # Found.pids of its reader
     thresholds: Thresholds = field(init=False)  # the policy's view of ``settings``

@@ -24,7 +24,16 @@ from oomhero.config import WatchSettings
 from oomhero.engine import Engine
 from oomhero.kernel.cgroup import CgroupDir
 from oomhero.targets.cgroups import CgroupScanner
-from tests.helpers import MIB, REPO, SYNTHETIC_CLI, clean_env, run_cli, v2_dir, wait_until
+from tests.helpers import (
+    MIB,
+    REPO,
+    SYNTHETIC_CLI,
+    clean_env,
+    run_cli,
+    sample_all,
+    v2_dir,
+    wait_until,
+)
 
 # Synthetic cgroup trees under the temp dir (parsing and policy), taken for cgroupfs.
 pytestmark = pytest.mark.usefixtures("synthetic_cgroupfs")
@@ -75,7 +84,7 @@ def test_metrics_move_with_the_samples_and_healthz_waits_for_the_first_scan(watc
     try:
         assert get(base + "/healthz")[0] == 503
         engine.watchlist.rescan()
-        engine.sample_all("poll")
+        sample_all(engine, "poll")
         assert get(base + "/healthz")[0] == 200
         text = get(base + "/metrics")[1]
         (usage,) = series(text, "oomhero_memory_usage_bytes")
@@ -83,7 +92,7 @@ def test_metrics_move_with_the_samples_and_healthz_waits_for_the_first_scan(watc
         assert value(series(text, "oomhero_target_level")[0]) == 0
 
         (directory / "memory.current").write_text(f"{60 * MIB}\n")
-        engine.sample_all("poll")
+        sample_all(engine, "poll")
         text = get(base + "/metrics")[1]
         assert value(series(text, "oomhero_memory_usage_bytes")[0]) == 60 * MIB
         assert value(series(text, "oomhero_memory_usage_ratio")[0]) == 0.6
@@ -144,7 +153,7 @@ def test_a_targets_series_go_with_it_and_the_others_stay(tmp_path, recorder):
     engine.listeners.append(metrics)
     try:
         engine.watchlist.rescan()
-        engine.sample_all("poll")
+        sample_all(engine, "poll")
         engine.actions.oom_killed(named(engine, dirs["a"]), 1, 1)
         before = generate_latest(metrics.registry).decode()
         assert f'cgroup="{dirs["a"]}"' in "".join(series(before, "oomhero_oom_kills_total"))
@@ -178,7 +187,7 @@ def test_promtool_finds_nothing_to_say_about_the_exposition(tmp_path, recorder):
     engine.listeners.append(metrics)
     try:
         engine.watchlist.rescan()
-        engine.sample_all("poll")
+        sample_all(engine, "poll")
         engine.actions.oom_killed(named(engine, directory), 1, 1)
         metrics.detected(named(engine, directory), "ebpf", 0.003)
         text = generate_latest(metrics.registry)
@@ -229,7 +238,7 @@ def test_webhook_posts_each_crossing_without_holding_up_the_loop(watched, record
     try:
         engine.watchlist.rescan()
         (directory / "memory.current").write_text(f"{90 * MIB}\n")
-        engine.sample_all("poll")
+        sample_all(engine, "poll")
         # The signal went out while the webhook is still waiting for its endpoint.
         assert recorder.received() == ["SIGUSR2"]
         assert webhook.delivered == 0
@@ -261,7 +270,7 @@ def test_webhook_retries_then_gives_up_with_one_line(watched, json_log):
     try:
         engine.watchlist.rescan()
         (directory / "memory.current").write_text(f"{60 * MIB}\n")
-        engine.sample_all("poll")
+        sample_all(engine, "poll")
         wait_until(lambda: webhook.failed == 1, "the webhook to give up", timeout=30)
     finally:
         webhook.close()

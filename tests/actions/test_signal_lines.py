@@ -13,6 +13,7 @@ import pytest
 from oomhero import log
 from oomhero.config import WatchSettings
 from oomhero.kernel.procfs import current_comm, read_proc
+from tests.helpers import sample_all
 from tests.test_engine import FakeScanner, ScriptedReader, make_engine, messages, percent
 
 __all__ = ["make_engine"]  # the engine fixture, shared with the engine's tests
@@ -65,7 +66,7 @@ def test_dry_run_decides_and_logs_but_sends_nothing(recorder, sleeper, json_log,
     engine.watchlist.rescan()
     for _ in range(2):
         clock.now += 1
-        engine.sample_all("poll")
+        sample_all(engine, "poll")
     assert recorder.received() == []
     assert sleeper.poll() is None
     assert messages(json_log, "signal sent") == []
@@ -85,7 +86,7 @@ def test_dry_run_with_signal_uncaught_still_sends_nothing(sleeper, json_log, mak
         FakeScanner(app=([sleeper.pid], reader)), dry_run=True, signal_uncaught=True
     )
     engine.watchlist.rescan()
-    engine.sample_all("poll")
+    sample_all(engine, "poll")
     assert sleeper.poll() is None  # SIGUSR2 would have ended it
     (would,) = messages(json_log, "signal not sent: dry run")
     assert would["pid"] == sleeper.pid and would["signal"] == "SIGUSR2"
@@ -101,7 +102,7 @@ def test_signal_line_names_the_process_as_it_is_now(renamed, json_log, make_engi
     engine.watchlist.rescan()
     assert engine.targets["app"].processes.by_pid[child.pid].info.comm != "worker"
     rename(child)
-    engine.sample_all("poll")
+    sample_all(engine, "poll")
     (would,) = messages(json_log, "signal not sent: dry run")
     assert would["comm"] == "worker" and would["app"] == "worker"
 
@@ -129,7 +130,7 @@ def test_a_hostile_process_name_stays_one_logfmt_line(renamed, make_engine, name
         )
         engine.watchlist.rescan()
         rename(child)
-        engine.sample_all("poll")
+        sample_all(engine, "poll")
     finally:
         log.LOGGER.handlers[:] = handlers
     lines = stream.getvalue().splitlines()

@@ -23,7 +23,7 @@ from oomhero.kernel.cgroup import CgroupDir, MemorySample
 from oomhero.kernel.procfs import read_proc
 from oomhero.policy import Level
 from oomhero.targets import Found
-from tests.helpers import REPO, SYNTHETIC_CLI, clean_env, v2_dir, wait_until
+from tests.helpers import REPO, SYNTHETIC_CLI, clean_env, sample_all, v2_dir, wait_until
 
 # Synthetic cgroup trees under the temp dir (parsing and policy), taken for cgroupfs.
 pytestmark = pytest.mark.usefixtures("synthetic_cgroupfs")
@@ -157,7 +157,7 @@ def setup(tmp_path, recorder, json_log):
     for pct in (80, 95, 87):
         small.push(30)
         app.push(pct)
-        engine.sample_all("poll")
+        sample_all(engine, "poll")
         view.tick(engine)
         clock.now += 10
     clock.now -= 5  # 15 s after the SIGUSR2
@@ -216,7 +216,7 @@ def test_a_target_with_its_own_thresholds_gets_its_own_marks(json_log):
         engine.watchlist.rescan()
         own.push(55)
         other.push(55)
-        engine.sample_all("poll")
+        sample_all(engine, "poll")
         text = text_of(view.renderable())
     finally:
         engine.close()

@@ -16,7 +16,7 @@ from oomhero.config import WatchSettings
 from oomhero.engine import Engine
 from oomhero.kernel.cgroup import CgroupDir
 from oomhero.targets.cgroups import CgroupScanner
-from tests.helpers import RECORDER
+from tests.helpers import RECORDER, sample_all
 from tests.real_kernel.kit import MIB, Workload, make_cgroup, remove_test_cgroups, wait_for
 
 pytestmark = [pytest.mark.guest_v2, pytest.mark.guest_v1]
@@ -43,7 +43,7 @@ def test_a_process_started_since_the_last_scan_gets_the_signal_after_the_known_o
         )
         assert late.stdout.readline().strip() == "ready"  # its handlers are installed
         workload.to(55)
-        engine.sample_all("poll")  # crosses warning with no rescan since the newcomer came
+        sample_all(engine, "poll")  # crosses warning with no rescan since the newcomer came
         wait_for(workload.signals, 30, "the workload's SIGUSR1")
         wait_for(lambda: "SIGUSR1" in marks.read_text(), 30, "the newcomer's SIGUSR1")
     finally:

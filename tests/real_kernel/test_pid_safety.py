@@ -15,6 +15,7 @@ from oomhero.config import WatchSettings
 from oomhero.engine import Engine
 from oomhero.kernel.cgroup import CgroupDir
 from oomhero.targets.cgroups import CgroupScanner
+from tests.helpers import sample_all
 from tests.real_kernel.kit import MIB, Workload, make_cgroup, remove_test_cgroups, wait_for
 
 pytestmark = pytest.mark.guest_v2
@@ -65,7 +66,7 @@ def test_exited_and_reused_pid_is_never_signalled(tmp_path):
         wait_for(lambda: marks.exists() and "ready" in marks.read_text(), 60, "the newcomer")
 
         workload.to(55)
-        engine.sample_all("poll")  # the scan before signalling, then the pidfd, guard the newcomer
+        sample_all(engine, "poll")  # the scan before signalling, then the pidfd, guard the newcomer
         wait_for(workload.signals, 30, "the workload's SIGUSR1")
 
         assert marks.read_text().split() == ["ready"], (

@@ -5,7 +5,8 @@ import pytest
 from oomhero.config import WatchSettings
 from oomhero.policy import Level
 from oomhero.sources import threshold_bytes
-from oomhero.sources.polling import GrowthEstimate, Polling, next_delay
+from oomhero.sources.polling import Polling, next_delay
+from oomhero.targets import GrowthEstimate
 
 MIB = 1 << 20
 

@@ -3,6 +3,7 @@
 import pytest
 
 from oomhero.config import (
+    SOURCE_NAMES,
     ConfigError,
     Setting,
     build_watch_settings,
@@ -103,3 +104,10 @@ def test_bpf_signal_brings_the_ebpf_source_unless_sources_exclude_it():
         )
     with pytest.raises(ConfigError, match="yes/no"):
         build_watch_settings({"bpf_signal": Setting("OOMHERO_BPF_SIGNAL", "maybe")})
+
+
+def test_every_source_config_names_is_declared_in_the_registry_in_its_order():
+    from oomhero.sources import SOURCES
+
+    assert tuple(SOURCES) == SOURCE_NAMES
+    assert all(SOURCES[name].name == name and SOURCES[name].check for name in SOURCE_NAMES)

@@ -263,12 +263,10 @@ class ProbeWatches:
                 woken.add(key)
         return woken
 
-    def hand_over(self, target) -> None:
-        """Give the target the crossing that woke it, for the sample's log line; a process the
-        probe signalled itself (--bpf-signal) is not signalled again."""
-        target.crossing = self.crossings.pop(target.key, None)
-        if target.crossing and target.crossing.signalled:
-            target.signalled_in_kernel.add(target.crossing.pid)
+    def crossing(self, key: str) -> Crossing | None:
+        """The crossing that woke this target, once: for the sample's log line, and a process
+        the probe signalled itself (--bpf-signal) is not signalled again."""
+        return self.crossings.pop(key, None)
 
     def close(self) -> None:
         if self.ready:
