@@ -54,11 +54,14 @@ def hiding(path: str, *mounts: str) -> list[str]:
 # A kernel without BTF, as far as oomhero and libbpf can tell: bcc has to do.
 NO_BTF = hiding("/sys/kernel/btf")
 LOADERS = {"core": [], "bcc": NO_BTF}
+# Polling pushed out of the way (10 minutes): only the probe can report a crossing. A poll that
+# fell between a charge and the probe's event being read would report it first (one signal
+# either way), and a test could not say which source it was.
 PROBE_ONLY = (
     "--sources",
     "ebpf",
     "--interval",
-    "5s",
+    "10m",
     "--warning",
     "50",
     "--critical",
@@ -104,7 +107,15 @@ def test_probe_fires_at_the_byte_values_for_several_cgroups_and_rearms(loader, t
     limits = {"a": 64 * MIB, "b": 128 * MIB, "c": 192 * MIB}
     cgroups = {name: make_cgroup(f"ebpf/{name}", limit) for name, limit in limits.items()}
     workloads = {n: Workload(c, tmp_path / f"{n}.jsonl") for n, c in cgroups.items()}
-    watcher = Watcher(list(cgroups.values()), tmp_path / "log", *PROBE_ONLY, prefix=LOADERS[loader])
+    # A poll every 5 s sees the fall that re-arms (the probe sees charges, not falls).
+    watcher = Watcher(
+        list(cgroups.values()),
+        tmp_path / "log",
+        *PROBE_ONLY,
+        "--interval",
+        "5s",
+        prefix=LOADERS[loader],
+    )
     try:
         wait_ready(watcher, loader)
         for workload in workloads.values():
@@ -129,8 +140,11 @@ def test_probe_fires_at_the_byte_values_for_several_cgroups_and_rearms(loader, t
         records = watcher.stop()
     sent = [r for r in records if r.get("msg") == "signal sent"]
     assert len(sent) == 7, sent
-    for record in sent:
-        assert record["source"] == "ebpf", record
+    # That poll may also fall between a charge and the probe's event being read, and report
+    # the crossing first (one signal either way): tolerated once in seven.
+    assert all(r["source"] in ("ebpf", "poll") for r in sent), sent
+    assert len([r for r in sent if r["source"] == "ebpf"]) >= len(sent) - 1, sent
+    for record in [r for r in sent if r["source"] == "ebpf"]:
         threshold = 50 if record["signal"] == "SIGUSR1" else 80
         # At the charge that crossed: within one charge batch (64 pages), far below a point.
         assert threshold <= record["probe_percent"] < threshold + 0.5, record
