@@ -71,6 +71,8 @@ class Engine:
             return None
         pressure = self.sampler.pressure(target, self.actions.no_pressure)
         decision = evaluate(target.thresholds, target.state, sample.percent, now, pressure)
+        if decision.signal is not None:  # the crossing's own event may be queued since the wake
+            crossing = self.sources.queued(target.key) or crossing  # (who the probe signalled)
         delivery = self.actions.signal(target, decision, crossing)  # first: nothing delays it
         covered = self.sources.follow(target, sample.memory)
         delay = self.polling.after(target, sample.value, sample.memory.limit, covered, now)

@@ -82,6 +82,14 @@ class WakeSources:
                 )
         return any(kind.covers(target.key, level) for kind in self.kinds.values())
 
+    def queued(self, key: str) -> object | None:
+        """What a source has queued for this target since its wake (the probe's event of the
+        crossing a sample just saw), read now without waiting."""
+        for kind in self.kinds.values():
+            if (news := kind.queued(key)) is not None:
+                return news
+        return None
+
     def active(self, key: str) -> list[str]:
         return sorted(name for name, kind in self.kinds.items() if kind.watching(key))
 

@@ -149,6 +149,12 @@ class WakeSource(ABC):
         it and return the keys of the targets it served (None: not one of its own)."""
         return None
 
+    def queued(self, key: str) -> object | None:
+        """What the kernel has queued for this target since its last wake (the probe's event of
+        a crossing a sample has just seen, with the process it signalled), read now without
+        waiting; other targets it names are resampled soon. Most sources queue nothing."""
+        return None
+
     @abstractmethod
     def detach(self, key: str) -> None:
         """Stop watching a target: what it opened for it is closed."""

@@ -63,6 +63,14 @@ class EbpfSource(WakeSource):
         found = {key: self.watches.crossing(key) for key in keys}
         return Wake(keys, self.name, {k: c for k, c in found.items() if c is not None})
 
+    def queued(self, key: str) -> object | None:
+        if not self.watches.ready:
+            return None
+        others = self.watches.consume() - {key}
+        if others:
+            self.loop.resample(others)  # their crossings wait in the watches for their sample
+        return self.watches.crossing(key)
+
     def detach(self, key: str) -> None:
         self.watches.remove(key)
 

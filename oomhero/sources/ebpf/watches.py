@@ -231,6 +231,7 @@ class ProbeWatches:
         self.thresholds.pop(key, None)
         self.wanted.pop(key, None)
         self.growth.pop(key, None)
+        self.crossings.pop(key, None)
         if self.written.pop(key, None) is not None and self.ready:
             with contextlib.suppress(OSError):  # a map that cannot be written is said at follow
                 self.probe.unwatch(cid)
