@@ -92,7 +92,7 @@ class InotifySource(WakeSource):
         self.keys: set[str] = set()
 
     @classmethod
-    def trial(cls, cgroup: CgroupDir, settings: WatchSettings) -> None:
+    def trial(cls, cgroup: CgroupDir, settings: WatchSettings | None = None) -> None:
         cls.require(cgroup)
         watches = InotifyWatches()
         try:
@@ -116,12 +116,7 @@ class InotifySource(WakeSource):
                     "memory.events (each target's sources line says)"
                 )
                 return [Check(cls.check, False, why, applies=False)]
-            cls.require(cgroup)
-            watches = InotifyWatches()
-            try:
-                watches.add("probe", cgroup)
-            finally:
-                watches.close()
+            cls.trial(cgroup)
         except Unavailable as exc:
             return [Check(cls.check, False, str(exc))]
         finally:
