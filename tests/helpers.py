@@ -38,6 +38,14 @@ while True:
 FENCE = signal.SIGWINCH
 
 
+def tail(path: Path, lines: int = 40, most: int = 8 << 10) -> str:
+    """The last ``lines`` lines of a log (at most ``most`` bytes of its end), for a failure's
+    report: a CI run's output alone then explains it."""
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - most))
+        return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
+
+
 def wait_until(predicate, what: str, timeout: float = 15.0, step: float = 0.01):
     """Poll until predicate() is truthy (a safety net against hangs, not a latency check)."""
     deadline = time.monotonic() + timeout
