@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -46,15 +47,23 @@ def tail(path: Path, lines: int = 40, most: int = 8 << 10) -> str:
         return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
 
 
-def wait_until(predicate, what: str, timeout: float = 15.0, step: float = 0.01):
-    """Poll until predicate() is truthy (a safety net against hangs, not a latency check)."""
+def wait_until(
+    predicate: Callable[[], object],
+    what: str,
+    timeout: float = 15.0,
+    step: float = 0.01,
+    explain: Callable[[], str] | None = None,
+) -> object:
+    """Poll until predicate() is truthy: a deadline against hangs, never a measure of time.
+    ``explain()`` adds the state of things to the failure (what a CI log needs to explain it)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
+            said = f"\n{explain()}" if explain is not None else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{said}")
         time.sleep(step)
 
 

@@ -20,6 +20,7 @@ from oomhero.commands.common import Outputs, start_outputs
 from oomhero.config import WatchSettings
 from oomhero.engine import Engine
 from oomhero.targets.cgroups import CgroupScanner
+from tests.helpers import wait_until
 
 PROBE_TIMEOUT = 1.0  # what a kubelet probe gives (timeoutSeconds: 1)
 
@@ -190,12 +191,7 @@ def stall_a_watching_loop(cgroup, sources: tuple[str, ...], port: int) -> dict[s
     timeout = 60
 
     def until(predicate, what: str):
-        deadline = time.monotonic() + timeout
-        while not (value := predicate()):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"gave up waiting for {what}")
-            time.sleep(0.01)
-        return value
+        return wait_until(predicate, what, timeout)
 
     def drive() -> None:
         try:

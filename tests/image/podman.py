@@ -18,12 +18,12 @@ import functools
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import logfmtkv
 
 from tests.conftest import guest_version
+from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 STORE = REPO / ".cache" / "containers" / "storage"
@@ -179,15 +179,8 @@ def save_logs(directory: Path) -> None:
 
 
 def wait_for(predicate, timeout: float, what: str, step: float = 1.0):
-    """Poll until predicate() is truthy: a deadline against hangs, never a measure of time."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{state()}")
-        time.sleep(step)
+    """``wait_until`` at 1 s steps, the pods' state added to a failure."""
+    return wait_until(predicate, what, timeout, step, explain=state)
 
 
 def note(line: str) -> None:

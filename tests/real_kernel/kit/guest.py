@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import guest_version
+from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -29,13 +29,8 @@ def write_file(path: str | Path, text: str) -> None:
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    """The guest tests' order of arguments for ``wait_until``, at 50 ms steps."""
+    return wait_until(predicate, what, timeout, step=0.05)
 
 
 def log_time(record: dict) -> float:
