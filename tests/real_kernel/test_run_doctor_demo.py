@@ -137,7 +137,7 @@ def test_run_enforces_the_limit_in_a_fresh_cgroup(tmp_path):
             "--log-format",
             "json",
             "--",
-            *bloat_argv(events, "16M"),
+            *bloat_argv(events, "16M", "--shed-on-critical"),  # alive until SIGTERM
         ),
         stdout=subprocess.DEVNULL,
         stderr=open(log, "w"),
