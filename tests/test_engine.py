@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
@@ -21,6 +22,8 @@ from oomhero.engine import Engine
 from oomhero.kernel.cgroup import CgroupDir, CgroupError, CgroupRefused, MemorySample
 from oomhero.kernel.procfs import read_proc
 from oomhero.sampler import Sampler
+from oomhero.sources.base import WakeSource
+from oomhero.sources.ebpf.common import Crossing
 from oomhero.sources.polling import due
 from oomhero.targets import Found, Target
 from oomhero.watchlist import RETRY_FIRST, RETRY_LAST, SAY_AFTER, RescanGate
@@ -243,6 +246,53 @@ def test_signal_target_main_signals_only_the_topmost_process(tmp_path, json_log,
         os.killpg(shell.pid, signal.SIGKILL)
         shell.wait()
         shell.stdout.close()
+
+
+class KernelQueue(WakeSource):
+    """A source whose event of a crossing is still queued when a sample sees the crossing (the
+    probe's, naming the process --bpf-signal reached in the kernel): ``queued`` hands it over
+    once, as ebpf_source's reads its ring buffer."""
+
+    name = "kernel-queue"
+
+    def __init__(self, loop, crossings: dict) -> None:
+        super().__init__(loop)
+        self.crossings = crossings
+
+    def queued(self, key):
+        return self.crossings.pop(key, None)
+
+    def watching(self, key):
+        return False
+
+    def detach(self, key):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_a_critical_signalled_in_the_kernel_is_not_sent_again_by_a_sample_woken_otherwise(
+    recorder, json_log, make_engine
+):
+    # A poll (not the probe's event) wakes the sample that reads usage past critical while the
+    # probe's event of that crossing, SIGUSR2 sent in the kernel to the recorder, is queued: the
+    # sample takes it, and user space does not send SIGUSR2 a second time.
+    reader = ScriptedReader([percent(95)])
+    engine, clock = make_engine(FakeScanner(app=([recorder.pid], reader)), cooldown=10)
+    engine.watchlist.rescan()
+    now = time.monotonic()
+    charge = Crossing(0, 2, int(LIMIT * 0.95), now, recorder.pid, True, now)
+    engine.sources.kinds[KernelQueue.name] = KernelQueue(engine.sources.loop, {"app": charge})
+    sample_all(engine, "poll")
+    assert recorder.received() == []
+    assert [m["pid"] for m in messages(json_log, "signal sent in the kernel")] == [recorder.pid]
+    assert messages(json_log, "signal sent") == []
+    # Taken once: the cooldown's repeat is user space's own.
+    reader.push(percent(95))
+    clock.now += 10
+    sample_all(engine, "poll")
+    assert recorder.received() == ["SIGUSR2"]
 
 
 def test_a_process_without_a_handler_is_never_signalled_and_said_once_per_level(
