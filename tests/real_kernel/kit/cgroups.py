@@ -6,13 +6,29 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.helpers import wait_until
 from tests.real_kernel.kit.guest import require_guest, write_file
 
 TEST_ROOT = "oomhero-test"
+
+
+# How long a killed cgroup's processes may take to leave, and the cgroup to go: a deadline
+# against a hang, never a measure of time.
+GONE_WITHIN = 60
+
+
+def _rmdir(path: Path) -> bool:
+    """Removed (or already gone); False while the kernel still refuses (EBUSY)."""
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
 
 
 @dataclass
@@ -49,27 +65,27 @@ class Cgroup:
         return subprocess.Popen(argv, preexec_fn=lambda: write_file(procs, "0"), **popen)
 
     def kill_all(self) -> None:
-        for _ in range(50):
+        """SIGKILL what is in it until it is empty: a process killed while it frees a large
+        heap takes a while to leave, longer on a busy machine."""
+
+        def emptied() -> bool:
             pids = self.pids()
-            if not pids:
-                return
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            time.sleep(0.05)
+            return not pids
+
+        wait_until(
+            emptied, f"{self.path} to empty", GONE_WITHIN, step=0.05, explain=self.read_procs
+        )
+
+    def read_procs(self) -> str:
+        return f"left in {self.path}: {self.read('cgroup.procs').split()}"
 
     def remove(self) -> None:
         """Kill what is in it, then remove it (the kernel refuses while it is still busy)."""
         self.kill_all()
-        for _ in range(200):
-            try:
-                self.path.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"{self.path} could not be removed")
+        wait_until(lambda: _rmdir(self.path), f"{self.path} removed", GONE_WITHIN, step=0.05)
 
 
 def cgroup_base(version: int) -> Path:
@@ -106,11 +122,4 @@ def remove_test_cgroups() -> None:
     for d in dirs:
         Cgroup(d, version).kill_all()
     for d in dirs:
-        for _ in range(100):
-            try:
-                d.rmdir()
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_until(lambda d=d: _rmdir(d), f"{d} removed", GONE_WITHIN, step=0.05)
