@@ -14,7 +14,7 @@ import select
 import threading
 from collections.abc import Callable
 
-from oomhero.kernel.cgroup import CgroupDir
+from oomhero.kernel.cgroup import CgroupDir, CgroupError
 from oomhero.sources.ebpf.bcc import BccProbe
 from oomhero.sources.ebpf.common import (
     NEXT_ARMED_BIT,
@@ -98,7 +98,9 @@ class ProbeWatches:
         self.thresholds: dict[str, tuple[tuple, tuple[int, int]]] = {}
         self.wanted: dict[str, tuple[int, int, int]] = {}  # key → (warning, critical, armed)
         self.written: dict[str, tuple[int, int, int]] = {}
-        self.growth: dict[str, tuple[int, int]] = {}  # key → (usage, probe calls) last checked
+        # key → (usage, probe calls) last checked, the usage read after the calls
+        self.growth: dict[str, tuple[int, int]] = {}
+        self.readers: dict[str, CgroupDir] = {}  # key → its cgroup, to read usage after calls
         self.crossings: dict[str, Crossing] = {}  # key → the latest, for the engine to read
         self._ready_signal: _ReadySignal | None = _ReadySignal(self)
         self.register(self._ready_signal)
@@ -147,6 +149,7 @@ class ProbeWatches:
     def add(self, key: str, cgroup: CgroupDir) -> None:
         cid = cgroup_id(cgroup)
         self.targets[key], self.keys[cid] = cid, key
+        self.readers[key] = cgroup
 
     def follow(
         self,
@@ -209,7 +212,11 @@ class ProbeWatches:
                 f"{grown:.0f} MiB (the probe detached, or kprobes turned off)"
             )
             return
-        self.growth[key] = (usage, calls)
+        # The new baseline's usage is read after its calls: a charge landing between the
+        # sample's read and the calls' would be counted in the calls only, and then seen as
+        # growth with no call (an app that stopped growing right after: seen on a loaded guest).
+        with contextlib.suppress(CgroupError):  # the target's next sample says what is wrong
+            self.growth[key] = (self.readers[key].usage(), calls)
 
     def fail(self, why: str) -> None:
         """The probe stopped working: close it, say so once, and hand its targets back to
@@ -231,6 +238,7 @@ class ProbeWatches:
         self.thresholds.pop(key, None)
         self.wanted.pop(key, None)
         self.growth.pop(key, None)
+        self.readers.pop(key, None)
         self.crossings.pop(key, None)
         if self.written.pop(key, None) is not None and self.ready:
             with contextlib.suppress(OSError):  # a map that cannot be written is said at follow
