@@ -123,6 +123,7 @@ def test_a_container_restarted_ten_times_is_watched_and_signalled_each_time(work
     assert sent.count("SIGUSR1") == sent.count("SIGUSR2") == RESTARTS, sent
     # No wake-up storm from a dead cgroup's PSI trigger: from when both were up (the probe's
     # load is a start-up cost polling does not have), within CPU_BOUND of 1 s polling.
+    print(f"CPU seconds over {RESTARTS} restarts: {cpu}")  # pytest -s shows the figures
     assert cpu["sidecar"] <= CPU_BOUND * cpu["poller"] + TICK, cpu
 
 
@@ -213,4 +214,5 @@ def test_watch_follows_a_path_through_ten_restarts_without_a_storm(tmp_path):
     (stopped,) = [r for r in records if r.get("msg") == "oomhero stopped"]
     # A PSI wake-up per crossing window at most, not tens of thousands from dead triggers.
     assert stopped["samples_by_wakeup"].get("psi", 0) < 10 * RESTARTS, stopped
+    print(f"CPU seconds over {RESTARTS} restarts: {cpu}")  # pytest -s shows the figures
     assert cpu["watch"] <= CPU_BOUND * cpu["poller"] + TICK, cpu
