@@ -75,12 +75,10 @@ class Cgroup:
                     os.kill(pid, signal.SIGKILL)
             return not pids
 
-        wait_until(
-            emptied, f"{self.path} to empty", GONE_WITHIN, step=0.05, explain=self.read_procs
-        )
+        def left() -> str:
+            return f"left in {self.path}: {self.pids()}"
 
-    def read_procs(self) -> str:
-        return f"left in {self.path}: {self.read('cgroup.procs').split()}"
+        wait_until(emptied, f"{self.path} to empty", GONE_WITHIN, step=0.05, explain=left)
 
     def remove(self) -> None:
         """Kill what is in it, then remove it (the kernel refuses while it is still busy)."""
@@ -120,6 +118,4 @@ def remove_test_cgroups() -> None:
         return
     dirs = sorted((Path(d) for d, _, _ in os.walk(root)), key=lambda p: len(p.parts), reverse=True)
     for d in dirs:
-        Cgroup(d, version).kill_all()
-    for d in dirs:
-        wait_until(lambda d=d: _rmdir(d), f"{d} removed", GONE_WITHIN, step=0.05)
+        Cgroup(d, version).remove()
